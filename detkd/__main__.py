@@ -1,0 +1,5 @@
+import sys
+
+from detkd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,64 @@
+"""The ``detkd`` command line: one subcommand per module, each a thin layer over the library.
+
+Every subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``func`` to a ``run(args) -> int``. User errors (:class:`~detkd.errors.DetkdError`) end the
+program with a one-line reason on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from detkd import __version__
+from detkd.cli import data, evaluate
+from detkd.errors import DetkdError
+
+SUBCOMMANDS = (data, evaluate)
+
+DESCRIPTION = """\
+detkd: make object detectors small and fast by knowledge distillation
+(Chen et al., NeurIPS 2017) on torchvision Faster R-CNN.
+
+Start with `detkd data synth OUT_DIR` to write the embedded dataset, then
+`detkd data stats` and `detkd evaluate`; `detkd COMMAND --help` explains each."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="detkd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"detkd {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for module in SUBCOMMANDS:
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may follow options too (`detkd train CFG --resume train.lr=0.01`)
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
+    )
+    logging.captureWarnings(True)
+    try:
+        return int(args.func(args) or 0)
+    except DetkdError as e:
+        print(f"detkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("detkd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

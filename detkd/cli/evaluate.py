@@ -1,0 +1,55 @@
+"""``detkd evaluate``: score a COCO-format results file against a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from detkd.cli.common import add_dataset_args, index_from_args, print_json
+
+HELP = """\
+Score detections written as a standard COCO results JSON (a list of
+{"image_id", "category_id", "bbox": [x, y, w, h], "score"}) against a dataset, with
+every metric family that applies: COCO (pycocotools: AP@[.5:.95], AP50, AP75, APs/m/l,
+per class), PASCAL VOC AP50 (VOC2007 11-point and VOC2010+ all-point) and, for KITTI
+data, KITTI's Easy/Moderate/Hard AP.
+
+Ids: for COCO data, the dataset's own image and category ids; for VOC and KITTI,
+image_id is the image file name without extension (e.g. "000005") and category_id
+is 1..K in class order (--classes, or the classes found in the data, sorted)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score a COCO-format results file (COCO, VOC and KITTI metrics)",
+        description=HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_dataset_args(parser)
+    parser.add_argument("--results", required=True, metavar="DETS.json", help="COCO-format results file")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout, keyed by metric family")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detkd.evaluation.build import evaluate_predictions, format_metrics_table
+    from detkd.evaluation.results import load_results
+
+    index = index_from_args(args)
+    predictions = load_results(args.results, index)
+    ann_file = coco_ann_file(args) if args.format == "coco" and not args.classes else None
+    metrics = evaluate_predictions(index, predictions, ann_file=ann_file)
+    if args.json:
+        print_json(metrics)
+    else:
+        print(format_metrics_table(metrics, index.classes))
+    return 0
+
+
+def coco_ann_file(args: argparse.Namespace) -> str | None:
+    """The instances JSON of a COCO dataset, so COCO metrics come from the file itself."""
+    if args.ann:
+        return args.ann
+    path = os.path.join(args.root, "annotations", f"instances_{args.split}.json")
+    return path if args.split and os.path.isfile(path) else None

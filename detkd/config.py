@@ -1,0 +1,564 @@
+"""Typed experiment configuration: the schema (dataclasses) and its YAML loading.
+
+A config file is YAML, read with ``yaml.safe_load``, whose sections map one to one onto the
+dataclasses below. ``_base_: other.yaml`` (or a list of files; paths relative to the file that
+names them) builds on other configs: the bases are merged in order, then the file itself, mappings
+merged key by key, everything else (lists included) replaced. ``key.sub=value`` overrides from
+the command line win over both; their values are YAML (``train.lr=0.01``, ``data.classes=[a,b]``,
+``model.weights=null``). Unknown keys are errors naming the key, the file and the closest valid
+key; wrong types and values outside a key's choices are errors naming the key, the file, what
+was expected and what was found.
+
+Paths inside a config (``data.root``, ``model.checkpoint``, ...) are used as written: a relative
+path is relative to the current working directory (the repository root, where ``detkd`` runs),
+the same on the command line, in a config file and in the resolved ``config.yaml`` of a run.
+
+The schema is generic: adding a section is adding a dataclass field to :class:`Config`; the
+loader, the saver and ``docs/CONFIG.md`` (``tools/config_reference.py``) follow the type hints
+and each field's ``help`` / ``choices`` metadata.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import functools
+import os
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from detkd.errors import DataError, DetkdError
+from detkd.utils.io import atomic_write
+
+FORMATS = ("voc", "kitti", "coco", "synth")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
+NORMS = ("frozen_bn", "bn", "gn")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("multistep", "cosine")
+
+
+def opt(default: Any, help: str = "", choices: Sequence[str] | None = None,
+        pattern: tuple[str, str] | None = None) -> Any:
+    """A dataclass field with its documentation (``help``) and allowed values: ``choices``, or a
+    ``pattern`` given as ``(regular expression, what it accepts in words)``.
+
+    Mutable defaults (lists, dicts) get a ``default_factory`` that copies them.
+    """
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "pattern": pattern}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def section(cls: type, help: str = "") -> Any:
+    """A nested section (a dataclass field holding another dataclass)."""
+    return field(default_factory=cls, metadata={"help": help or (cls.__doc__ or "").strip()})
+
+
+# ----------------------------------------------------------------------------------------------
+# The schema
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class AugmentSection:
+    """Box-aware training augmentation (see :mod:`detkd.data.transforms`); off for evaluation."""
+
+    hflip: float = opt(0.5, "probability of a horizontal flip")
+    scale_jitter: list[float] | None = opt(None, "[lo, hi] object-scale factors, canvas size kept; null: off")
+    brightness: float = opt(0.0, "colour jitter strength (0: off)")
+    contrast: float = opt(0.0, "colour jitter strength (0: off)")
+    hue: float = opt(0.0, "colour jitter strength (0: off)")
+    saturation: float = opt(0.0, "colour jitter strength (0: off)")
+
+
+@dataclass
+class SynthSection:
+    """The embedded dataset, generated on first use into ``cache_dir`` when ``data.format`` is synth."""
+
+    images: int = opt(1000, "number of images generated (train and test together)")
+    seed: int = opt(0, "generator seed; images, seed and cache_dir identify the cached copy")
+    cache_dir: str = opt("~/.cache/detkd", "where the generated dataset is kept")
+
+
+@dataclass
+class DataSection:
+    """The dataset: its format on disk, splits, classes and training augmentation."""
+
+    format: str = opt("voc", "layout on disk (synth: the embedded dataset, generated on first use)", FORMATS)
+    root: str = opt("", "dataset folder (VOC: the VOC2007-style folder; KITTI: the folder with image_2/ and "
+                    "label_2/; COCO: the folder with annotations/ and the image folders; synth: where to "
+                    "generate it, empty: under data.synth.cache_dir); relative to the working directory")
+    train_split: str | None = opt("train", "training split (VOC: ImageSets/Main/NAME.txt; KITTI: ImageSets/"
+                                  "NAME.txt; COCO: annotations/instances_NAME.json, images in NAME/)")
+    test_split: str | None = opt("test", "evaluation split, named as train_split")
+    train_ann: str | None = opt(None, "COCO: instances JSON of the training split, when not the default")
+    test_ann: str | None = opt(None, "COCO: instances JSON of the evaluation split, when not the default")
+    classes: list[str] | None = opt(None, "class names in label order; null: VOC's 20 classes for voc, "
+                                    "the classes found in the data otherwise")
+    class_map: dict[str, str] | None = opt(None, "KITTI: raw type -> class, e.g. {Van: Car}")
+    limit: int | None = opt(None, "use only the first N training images")
+    num_workers: int = opt(2, "data-loading worker processes per training process")
+    augment: AugmentSection = section(AugmentSection)
+    synth: SynthSection = section(SynthSection)
+
+
+@dataclass
+class RPNSection:
+    """The region proposal network: anchors, sampling and proposal counts."""
+
+    anchor_sizes: list[int] = opt([32, 64, 128, 256, 512], "anchor size per FPN level, in input pixels")
+    anchor_layout: str = opt("per_level", "per_level: one anchor size per FPN level; all_levels: every size at "
+                             "every level (torchvision's MobileNetV3-FPN)", ("per_level", "all_levels"))
+    aspect_ratios: list[float] = opt([0.5, 1.0, 2.0], "anchor aspect ratios (height / width)")
+    pre_nms_top_n_train: int = opt(2000, "proposals kept per level before NMS, training")
+    pre_nms_top_n_test: int = opt(1000, "proposals kept per level before NMS, inference")
+    post_nms_top_n_train: int = opt(2000, "proposals kept after NMS, training")
+    post_nms_top_n_test: int = opt(1000, "proposals kept after NMS, inference")
+    nms_thresh: float = opt(0.7, "NMS IoU threshold of the proposals")
+    fg_iou_thresh: float = opt(0.7, "anchor IoU at or above which an anchor is positive")
+    bg_iou_thresh: float = opt(0.3, "anchor IoU below which an anchor is negative")
+    batch_size_per_image: int = opt(256, "anchors sampled per image for the RPN losses")
+    positive_fraction: float = opt(0.5, "largest fraction of positives among the sampled anchors")
+
+
+@dataclass
+class RoISection:
+    """The RoI head (RCN): box head, proposal sampling and detection post-processing."""
+
+    box_head_width: int = opt(1024, "representation size of the two-FC box head")
+    batch_size_per_image: int = opt(512, "proposals sampled per image for the RoI losses")
+    positive_fraction: float = opt(0.25, "largest fraction of positives among the sampled proposals")
+    fg_iou_thresh: float = opt(0.5, "proposal IoU at or above which a proposal is foreground")
+    bg_iou_thresh: float = opt(0.5, "proposal IoU below which a proposal is background")
+    score_thresh: float = opt(0.05, "detections scoring below this are dropped")
+    nms_thresh: float = opt(0.5, "per-class NMS IoU threshold of the detections")
+    detections_per_img: int = opt(100, "detections kept per image")
+
+
+@dataclass
+class ModelSection:
+    """A torchvision Faster R-CNN. ``preset`` (tiny, small, ...) fills the fields it names."""
+
+    preset: str | None = opt(None, "a CPU preset (tiny, small; see detkd.models.presets): it sets each field "
+                             "it names that is still at its default here")
+    backbone: str = opt("resnet50", "the torchvision backbone, with an FPN", BACKBONES)
+    norm: str = opt("frozen_bn", "backbone norm layer: frozen BatchNorm, BatchNorm or GroupNorm", NORMS)
+    fpn_channels: int = opt(256, "FPN output channels")
+    trainable_layers: int = opt(3, "backbone stages trained, counted from the top (ResNet 0-5, MobileNetV3 "
+                                "0-6); -1: all")
+    returned_layers: list[int] | None = opt(None, "backbone stages feeding the FPN; null: torchvision's "
+                                            "(ResNet [1, 2, 3, 4], MobileNetV3 [4, 5])")
+    min_size: int = opt(800, "input shorter side in pixels (the model resizes every image)")
+    max_size: int = opt(1333, "input longer side limit in pixels")
+    weights: str | None = opt(None, "torchvision detector weights by name, e.g. "
+                              "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (from torch's cache)")
+    weights_backbone: str | None = opt(None, "torchvision backbone weights by name, e.g. "
+                                       "ResNet50_Weights.IMAGENET1K_V1 (from torch's cache)")
+    checkpoint: str | None = opt(None, "a detkd checkpoint or plain state dict to start from")
+    rpn: RPNSection = section(RPNSection)
+    roi: RoISection = section(RoISection)
+
+
+@dataclass
+class TrainSection:
+    """Optimisation, schedule, evaluation and checkpointing."""
+
+    epochs: int = opt(12, "training epochs")
+    batch_size: int = opt(2, "images per iteration and process (per GPU under torchrun)")
+    optimizer: str = opt("sgd", "the optimizer", OPTIMIZERS)
+    lr: float = opt(0.02, "base learning rate")
+    momentum: float = opt(0.9, "SGD momentum")
+    weight_decay: float = opt(1e-4, "weight decay")
+    schedule: str = opt("multistep", "learning-rate schedule after warmup", SCHEDULES)
+    milestones: list[int] = opt([8, 11], "multistep: epochs after which the lr is multiplied by gamma")
+    gamma: float = opt(0.1, "multistep: lr factor at each milestone")
+    warmup_iters: int = opt(500, "iterations of linear warmup")
+    warmup_factor: float = opt(0.001, "lr factor at the first warmup iteration")
+    clip_grad_norm: float | None = opt(None, "clip the gradient norm to this; null: no clipping")
+    amp: bool = opt(False, "automatic mixed precision (CUDA only)")
+    eval_every: int = opt(1, "evaluate every N epochs (0: never)")
+    metric: str = opt("voc.mAP", "family.key of the evaluation that picks best.pt, e.g. voc.mAP, coco.AP")
+    log_every: int = opt(20, "iterations between log lines")
+    checkpoint_every: int = opt(0, "iterations between mid-epoch checkpoints (0: end of epoch only)")
+
+
+@dataclass
+class Config:
+    """A training or evaluation run."""
+
+    output_dir: str = opt("runs/default", "the run directory (config.yaml, last.pt, best.pt, metrics.jsonl)")
+    seed: int = opt(0, "random seed (CPU runs are repeatable)")
+    device: str = opt("auto", "auto | cpu | cuda | cuda:N (auto: cuda when available)",
+                      pattern=(r"auto|cpu|cuda(:\d+)?", "auto, cpu, cuda or cuda:N"))
+    data: DataSection = section(DataSection)
+    model: ModelSection = section(ModelSection)
+    train: TrainSection = section(TrainSection)
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------------------------
+
+COMMAND_LINE = "command line"
+BASE_KEY = "_base_"
+T = typing.TypeVar("T")
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # PyYAML reads 1e-4 as a string
+
+
+@typing.overload
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config: ...
+
+
+@typing.overload
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str], schema: type[T]) -> T: ...
+
+
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), schema: type = Config) -> Any:
+    """Read a config file (with its ``_base_`` files) and ``key.sub=value`` overrides into ``schema``.
+
+    ``schema`` is :class:`Config` unless a caller reads another dataclass tree the same way.
+
+    Raises:
+        DetkdError: a missing file, invalid YAML (with file:line), a ``_base_`` cycle, an unknown
+            key (with the closest valid one), a wrong type or a value outside a key's choices.
+    """
+    merged, origins = _load_layers(os.fspath(path), ())
+    for text in overrides:
+        keys, value = _parse_override(text, schema)
+        _set_path(merged, keys, value)
+        _record(origins, ".".join(keys), value, COMMAND_LINE)
+    return _build(schema, merged, "", origins, schema)
+
+
+def config_from_dict(data: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:
+    """A config from plain data (e.g. a checkpoint's ``config``), checked as a file is; errors
+    name ``source``. Keys left out keep their defaults."""
+    origins = {"": source}
+    _record(origins, "", data, source)
+    return _build(schema, data, "", origins, schema)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready data (nested dicts, lists, scalars)."""
+    return dataclasses.asdict(cfg)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as block mappings, lists on one line: ``milestones: [8, 11]``."""
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def config_to_yaml(cfg: Any) -> str:
+    """The config as YAML text that :func:`load_config` reads back to an equal config."""
+    header = "# detkd config, resolved: bases, overrides and defaults applied\n"
+    return header + yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
+    """Write the resolved config as YAML, atomically (temporary file, then rename)."""
+    with atomic_write(path) as f:
+        f.write(config_to_yaml(cfg))
+
+
+# --- files and bases ---------------------------------------------------------------------------
+
+
+def _read_yaml(path: str, named_by: str | None = None) -> dict[str, Any]:
+    """One YAML file as a mapping; user errors name the file (and line)."""
+    what = f"{named_by}: _base_ file" if named_by else "config file"
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise DetkdError(f"{what} not found: {path}") from None
+    except IsADirectoryError:
+        raise DetkdError(f"{what} is a directory, not a YAML file: {path}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(path, f"cannot read config: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise DataError(path, f"invalid YAML: {problem}", mark.line + 1 if mark else None) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise DataError(path, f"a config must be a mapping of keys, got {_describe(data)}")
+    return data
+
+
+def _load_layers(path: str, chain: tuple[str, ...], named_by: str | None = None) -> tuple[dict, dict]:
+    """The file merged over its bases, and the file each key path came from."""
+    real = os.path.realpath(path)
+    if real in chain:
+        cycle = " -> ".join(os.path.relpath(p) for p in (*chain[chain.index(real):], real))
+        raise DetkdError(f"{path}: _base_ cycle: {cycle}")
+    raw = _read_yaml(path, named_by)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for base in _base_paths(raw.pop(BASE_KEY, None), path):
+        layer, layer_origins = _load_layers(base, (*chain, real), named_by=path)
+        merged = _merge(merged, layer)
+        origins.update(layer_origins)
+    _record(origins, "", raw, path)
+    return _merge(merged, raw), origins
+
+
+def _base_paths(value: Any, path: str) -> list[str]:
+    """``_base_`` as a list of paths, relative ones resolved against the naming file's folder."""
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise DetkdError(f"{path}: '_base_' must be a file name or a list of file names, got {_describe(value)}")
+    folder = os.path.dirname(path)
+    return [os.path.join(folder, os.path.expanduser(n)) for n in names]
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merged key by key, anything else replaced."""
+    out = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _record(origins: dict[str, str], prefix: str, value: Any, source: str) -> None:
+    """Note ``source`` as where ``prefix`` and every key path below it were last set."""
+    if prefix:
+        origins[prefix] = source
+    if isinstance(value, Mapping):
+        for key, sub in value.items():
+            _record(origins, f"{prefix}.{key}" if prefix else str(key), sub, source)
+
+
+def _origin(origins: Mapping[str, str], key: str) -> str:
+    """The file (or command line) that set ``key``, or the nearest enclosing key."""
+    key = re.sub(r"\[\d+\]", "", key)
+    while key and key not in origins:
+        key = key.rpartition(".")[0]
+    return origins.get(key) or next(iter(origins.values()), "config")
+
+
+# --- overrides ---------------------------------------------------------------------------------
+
+
+def _parse_override(text: str, schema: type) -> tuple[list[str], Any]:
+    """``key.sub=value`` as key parts and a value typed for the schema."""
+    key, sep, raw = text.partition("=")
+    keys = key.strip().split(".")
+    if not sep or not all(keys):
+        raise DetkdError(f"{COMMAND_LINE}: override {text!r} is not KEY=VALUE (e.g. train.lr=0.01)")
+    hint = _key_type(schema, keys)
+    wants_text = _strip_optional(hint) is str
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        if not wants_text:
+            raise DetkdError(f"{COMMAND_LINE}: the value of {key!r} is not valid YAML: {raw!r}") from None
+        value = raw
+    if wants_text and isinstance(value, (int, float, bool)):
+        value = raw  # output_dir=2024, train_split=2012: keep the text as typed
+    return keys, value
+
+
+def _key_type(schema: type, keys: list[str]) -> Any:
+    """The type hint of a dotted key, walking sections and ``dict[str, X]`` fields."""
+    tp: Any = schema
+    for depth, name in enumerate(keys):
+        tp = _strip_optional(tp)
+        if dataclasses.is_dataclass(tp):
+            hints = _hints(tp)
+            if name not in hints:
+                raise _unknown_key(tp, name, ".".join(keys[: depth + 1]), COMMAND_LINE, schema)
+            tp = hints[name]
+        elif typing.get_origin(tp) is dict:
+            tp = typing.get_args(tp)[1]
+        else:
+            raise DetkdError(f"{COMMAND_LINE}: {'.'.join(keys[:depth])!r} is a value, not a section: "
+                             f"cannot set {'.'.join(keys)!r}")
+    return tp
+
+
+def _set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``tree[k1][k2]...`` (creating sections), merging mappings into mappings."""
+    node = tree
+    for name in keys[:-1]:
+        if not isinstance(node.get(name), dict):
+            node[name] = {}
+        node = node[name]
+    last = keys[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), Mapping):
+        node[last] = _merge(node[last], value)
+    else:
+        node[last] = value
+
+
+# --- conversion to dataclasses -----------------------------------------------------------------
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """Type hints of a dataclass's init fields (string annotations resolved)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _field_meta(cls: type, name: str) -> Mapping[str, Any]:
+    return next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _build(cls: type, value: Any, key: str, origins: Mapping[str, str], schema: type) -> Any:
+    """A dataclass from a mapping, each value converted by its field's type hint."""
+    if not isinstance(value, Mapping):
+        raise _type_error(key, _origin(origins, key), cls, value)
+    hints = _hints(cls)
+    kwargs = {}
+    for name, sub in value.items():
+        path = f"{key}.{name}" if key else str(name)
+        if name not in hints:
+            raise _unknown_key(cls, str(name), path, _origin(origins, path), schema)
+        kwargs[name] = _convert(sub, hints[name], path, origins, schema)
+        _check_value(cls, name, kwargs[name], path, _origin(origins, path))
+    return cls(**kwargs)
+
+
+def _convert(value: Any, tp: Any, key: str, origins: Mapping[str, str], schema: type) -> Any:
+    """``value`` checked against (and converted to) the type hint ``tp``."""
+    inner = _strip_optional(tp)
+    if value is None and inner is not tp:
+        return None
+    if not _fits(value, inner):
+        raise _type_error(key, _origin(origins, key), tp, value)
+    if dataclasses.is_dataclass(inner):
+        return _build(inner, value, key, origins, schema)
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is list:
+        return [_convert(v, args[0], f"{key}[{i}]", origins, schema) for i, v in enumerate(value)]
+    if origin is dict:
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _type_error(f"{key} key", _origin(origins, key), str, k)
+            out[k] = _convert(v, args[1], f"{key}.{k}", origins, schema)
+        return out
+    return float(value) if inner is float else value
+
+
+def _fits(value: Any, tp: Any) -> bool:
+    """Whether ``value`` has the outer shape of ``tp`` (elements are checked one by one)."""
+    if dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict:
+        return isinstance(value, Mapping)
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list)
+    if tp is float:
+        numeric_text = isinstance(value, str) and _FLOAT_TEXT.fullmatch(value) is not None
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)) or numeric_text
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp in (str, bool):
+        return isinstance(value, tp)
+    if tp is Any:
+        return True
+    raise TypeError(f"detkd.config: unsupported type hint {tp!r}")
+
+
+def _strip_optional(tp: Any) -> Any:
+    """``X`` for ``X | None``; ``tp`` unchanged otherwise."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"detkd.config: unsupported type hint {tp!r} (only X | None unions)")
+        return args[0]
+    return tp
+
+
+def _check_value(cls: type, name: str, value: Any, key: str, where: str) -> None:
+    """A value outside the field's ``choices`` (or ``pattern``) is an error naming the valid ones."""
+    meta = _field_meta(cls, name)
+    choices, pattern = meta.get("choices"), meta.get("pattern")
+    if value is None:
+        return
+    if choices and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DetkdError(f"{where}: {key!r} must be one of {', '.join(choices)}; got {value!r}{hint}")
+    if pattern and not re.fullmatch(pattern[0], str(value)):
+        raise DetkdError(f"{where}: {key!r} must be {pattern[1]}; got {value!r}")
+
+
+# --- error messages ----------------------------------------------------------------------------
+
+
+def all_keys(schema: type = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the schema, sections included (``model``, ``model.rpn.nms_thresh``, ...)."""
+    keys = []
+    for name, tp in _hints(schema).items():
+        key = f"{prefix}{name}"
+        keys.append(key)
+        inner = _strip_optional(tp)
+        if dataclasses.is_dataclass(inner):
+            keys.extend(all_keys(inner, f"{key}."))
+    return keys
+
+
+def _unknown_key(cls: type, name: str, key: str, where: str, schema: type) -> DetkdError:
+    """An unknown key, with the closest valid key: a sibling, or the same name in another section."""
+    parent = key.rpartition(".")[0]
+    prefix = f"{parent}." if parent else ""
+    siblings = list(_hints(cls))
+    close = difflib.get_close_matches(name, siblings, n=1)
+    elsewhere = [k for k in all_keys(schema) if k.rpartition(".")[2] == name]
+    if close:
+        hint = f"; did you mean {prefix + close[0]!r}?"
+    elif elsewhere:
+        hint = f"; did you mean {elsewhere[0]!r}?"
+    else:
+        anywhere = difflib.get_close_matches(key, all_keys(schema), n=1, cutoff=0.75)
+        hint = f"; did you mean {anywhere[0]!r}?" if anywhere else ""
+        hint += f" (valid keys{' in ' + repr(parent) if parent else ''}: {', '.join(siblings)})"
+    return DetkdError(f"{where}: unknown key {key!r}{hint}")
+
+
+def _type_error(key: str, where: str, tp: Any, value: Any) -> DetkdError:
+    quote = " (quote it to make it a string)" if _strip_optional(tp) is str and _is_scalar(value) else ""
+    return DetkdError(f"{where}: {key!r} must be {type_name(tp)}, got {_describe(value)}{quote}")
+
+
+def type_name(tp: Any) -> str:
+    """A type hint as users read it: ``float``, ``list[int] or null``, ``a mapping (section)``."""
+    inner = _strip_optional(tp)
+    if inner is not tp:
+        return f"{type_name(inner)} or null"
+    if dataclasses.is_dataclass(inner):
+        return "a mapping (section)"
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is list:
+        return f"list[{type_name(args[0])}]"
+    if origin is dict:
+        return f"dict[str, {type_name(args[1])}]"
+    return {bool: "true or false"}.get(inner, getattr(inner, "__name__", str(inner)))
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (int, float, bool))
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    text = text if len(text) <= 60 else text[:57] + "..."
+    return f"{text} ({type(value).__name__})" if value is not None else "null"

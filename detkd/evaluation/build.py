@@ -1,0 +1,128 @@
+"""Which metric families apply to which data, and running them all.
+
+Families: ``coco`` (pycocotools AP@[.5:.95] etc.), ``voc07`` (VOC2007 11-point AP50), ``voc``
+(VOC2010+ all-point AP50) and, for KITTI data, ``kitti`` (Easy/Moderate/Hard AP_R40 at the
+class IoU thresholds). Every family gets the same ground truth (a ``DatasetIndex``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from detkd.data.dataset import DatasetIndex
+from detkd.errors import DetkdError
+from detkd.evaluation.base import DatasetEvaluator
+from detkd.evaluation.coco import COCOEvaluator
+from detkd.evaluation.kitti import LEVELS, KITTIEvaluator
+from detkd.evaluation.voc import VOCEvaluator
+from detkd.registry import Registry
+
+EvaluatorBuilder = Callable[[DatasetIndex, "str | None"], DatasetEvaluator]
+EVALUATORS: Registry[EvaluatorBuilder] = Registry("metric family")
+
+FAMILIES = {
+    "voc": ["coco", "voc07", "voc"],
+    "kitti": ["coco", "voc07", "voc", "kitti"],
+    "coco": ["coco", "voc07", "voc"],
+}
+
+
+@EVALUATORS.register("coco")
+def _coco(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+    return COCOEvaluator(index, ann_file=ann_file)
+
+
+@EVALUATORS.register("voc07")
+def _voc07(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+    return VOCEvaluator(index, use_07_metric=True)
+
+
+@EVALUATORS.register("voc")
+def _voc(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+    return VOCEvaluator(index, use_07_metric=False)
+
+
+@EVALUATORS.register("kitti")
+def _kitti(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+    return KITTIEvaluator(index)
+
+
+def families_for(data_format: str) -> list[str]:
+    """The metric families that apply to a dataset format ("voc", "kitti" or "coco")."""
+    if data_format not in FAMILIES:
+        raise DetkdError(f"unknown dataset format {data_format!r} (known: {', '.join(FAMILIES)})")
+    return list(FAMILIES[data_format])
+
+
+def build_evaluators(index: DatasetIndex, ann_file: str | None = None,
+                     families: Sequence[str] | None = None) -> dict[str, DatasetEvaluator]:
+    """One evaluator per family (default: :func:`families_for` the index's format)."""
+    names = list(families) if families is not None else families_for(index.format)
+    return {name: EVALUATORS.get(name)(index, ann_file) for name in names}
+
+
+def evaluate_predictions(index: DatasetIndex, predictions: Sequence[dict[str, Any]],
+                         ann_file: str | None = None,
+                         families: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Score per-image predictions with every applicable family: ``{family: metrics}``."""
+    results = {}
+    for name, evaluator in build_evaluators(index, ann_file, families).items():
+        evaluator.process(predictions)
+        results[name] = evaluator.evaluate()
+    return results
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
+                                           for i, (c, w) in enumerate(zip(cells, widths))) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return [line(header), sep, *[line(r) for r in rows]]
+
+
+def _summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    if "coco" in results:
+        rows += [[f"COCO {k}", _pct(results["coco"].get(k))] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+    for fam, title in (("voc07", "VOC07 mAP@0.5 (11-point)"), ("voc", "VOC mAP@0.5 (all-point)")):
+        if fam in results:
+            rows.append([title, _pct(results[fam].get("mAP"))])
+    if "kitti" in results:
+        for level in LEVELS:
+            vals = [v[level] for v in results["kitti"].values() if v.get(level) is not None]
+            rows.append([f"KITTI mAP {level}", _pct(sum(vals) / len(vals) if vals else None)])
+    return rows
+
+
+def _class_rows(results: dict[str, dict[str, Any]], classes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    header = ["class"]
+    header += ["COCO AP", "COCO AP50"] if "coco" in results else []
+    header += ["VOC07 AP50"] if "voc07" in results else []
+    header += ["VOC AP50"] if "voc" in results else []
+    header += [f"KITTI {lv}" for lv in LEVELS] if "kitti" in results else []
+    rows = []
+    for name in classes:
+        row = [name]
+        if "coco" in results:
+            row += [_pct(results["coco"].get("per_class", {}).get(name)),
+                    _pct(results["coco"].get("per_class_ap50", {}).get(name))]
+        row += [_pct(results[f]["per_class"].get(name)) for f in ("voc07", "voc") if f in results]
+        if "kitti" in results:
+            row += [_pct(results["kitti"].get(name, {}).get(lv)) for lv in LEVELS]
+        rows.append(row)
+    return header, rows
+
+
+def format_metrics_table(results: dict[str, dict[str, Any]], classes: Sequence[str]) -> str:
+    """A markdown table of the summary metrics, then one of the per-class APs (in percent;
+    "-" where undefined)."""
+    lines = _table(["metric", "value (%)"], _summary_rows(results))
+    header, rows = _class_rows(results, classes)
+    if len(header) > 1:
+        lines += ["", *_table(header, rows)]
+    return "\n".join(lines)

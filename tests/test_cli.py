@@ -1,0 +1,106 @@
+"""The command line end to end: the embedded dataset through every reader, stats and evaluate."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from detkd.cli import main
+
+FORMATS = {"voc": "voc", "kitti": "kitti", "coco": "coco"}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    assert main(["data", "synth", str(out), "--images", "30", "--seed", "3"]) == 0
+    return out
+
+
+def stats_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
+    capsys.readouterr()
+    assert main(["data", "stats", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_help_lists_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "detkd", "--help"], capture_output=True, text=True, check=True).stdout
+    for command in ("data", "evaluate"):
+        assert command in out
+
+
+def test_synth_reads_back_the_same_objects_in_every_format(synth_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for split in ("train", "test"):
+        stats = {
+            "voc": stats_json(capsys, "--format", "voc", "--root", str(synth_dir / "voc"), "--split", split),
+            "kitti": stats_json(capsys, "--format", "kitti", "--root", str(synth_dir / "kitti"), "--split", split),
+            "coco": stats_json(capsys, "--format", "coco", "--root", str(synth_dir / "coco"), "--split", split),
+        }
+        for key in ("images", "boxes", "per_class"):
+            assert stats["voc"][key] == stats["kitti"][key] == stats["coco"][key], (split, key)
+        assert stats["voc"]["images"] > 0 and stats["voc"]["boxes"] > 0
+        assert stats["voc"]["dropped"] == stats["voc"]["clipped"] == 0
+
+
+def gt_as_results(synth_dir: Path, split: str) -> list[dict]:
+    """Perfect detections, written from the COCO file's ground truth in VOC/KITTI id form."""
+    coco = json.loads((synth_dir / "coco" / "annotations" / f"instances_{split}.json").read_text())
+    stems = {im["id"]: Path(im["file_name"]).stem for im in coco["images"]}
+    return [
+        {"image_id": stems[a["image_id"]], "category_id": a["category_id"], "bbox": a["bbox"], "score": 1.0}
+        for a in coco["annotations"]
+        if not a["iscrowd"]
+    ]
+
+
+def test_evaluate_perfect_detections_score_one(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps(gt_as_results(synth_dir, "test")))
+    capsys.readouterr()
+    code = main(["evaluate", "--format", "voc", "--root", str(synth_dir / "voc"), "--split", "test",
+                 "--results", str(results), "--json"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert set(metrics) >= {"coco", "voc07", "voc"}
+    assert metrics["voc"]["mAP"] == pytest.approx(1.0)
+    assert metrics["coco"]["AP50"] == pytest.approx(1.0)
+
+
+def test_evaluate_table_and_kitti_family(synth_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps(gt_as_results(synth_dir, "test")))
+    capsys.readouterr()
+    assert main(["evaluate", "--format", "kitti", "--root", str(synth_dir / "kitti"), "--split", "test",
+                 "--results", str(results)]) == 0
+    table = capsys.readouterr().out
+    assert "kitti" in table.lower() and "AP50" in table
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [("{not json", "dets.json"), (json.dumps([{"image_id": "nope", "category_id": 1, "bbox": [0, 0, 1, 1], "score": 1}]), "nope")],
+)
+def test_bad_results_file_is_one_line_on_stderr(synth_dir: Path, tmp_path: Path, content: str, problem: str) -> None:
+    results = tmp_path / "dets.json"
+    results.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "detkd", "evaluate", "--format", "voc", "--root", str(synth_dir / "voc"),
+         "--split", "test", "--results", str(results)],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("detkd: error")]
+    assert len(lines) == 1 and problem in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "detkd", "data", "stats", "--format", "voc", "--root", str(tmp_path / "absent")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0 and "absent" in proc.stderr and "Traceback" not in proc.stderr
+
