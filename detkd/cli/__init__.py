@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from detkd import __version__
-from detkd.cli import data, evaluate
+from detkd.cli import data, evaluate, train, export
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (data, evaluate)
+SUBCOMMANDS = (data, evaluate, train, export)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation

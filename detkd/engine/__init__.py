@@ -1,0 +1,11 @@
+"""The training engine: data loaders, the loop, checkpoints, schedules, inference, torchrun.
+
+- :func:`~detkd.engine.trainer.train` (``detkd train``) and :class:`~detkd.engine.trainer.Trainer`;
+- :class:`~detkd.engine.task.TrainTask`, :class:`~detkd.engine.task.DetectorTask`: what is trained;
+- :func:`~detkd.engine.checkpoint.save_checkpoint` / :func:`~detkd.engine.checkpoint.load_checkpoint`;
+- :func:`~detkd.engine.inference.predict`, :func:`~detkd.engine.inference.evaluate_model`,
+  :func:`~detkd.engine.inference.evaluate_checkpoint` (``detkd eval``).
+
+Modules are imported on use (``from detkd.engine.trainer import train``) so that importing
+``detkd.engine`` stays cheap.
+"""

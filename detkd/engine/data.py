@@ -1,0 +1,217 @@
+"""Datasets and loaders for training and evaluation, built from ``cfg.data``.
+
+Training data is shuffled by a :class:`TrainSampler` (a :class:`DistributedSampler`, also for a
+single process) whose order depends only on ``(seed, epoch)`` and which can start in the middle
+of an epoch, so a resumed run sees exactly the batches the killed run would have seen.
+Evaluation never augments and shards the test set over ranks without padding (:class:`ShardSampler`),
+so that every image is predicted exactly once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
+
+from detkd.config import AugmentSection, DataSection
+from detkd.data.dataset import DatasetIndex, DetectionDataset, collate
+from detkd.engine.distributed import DistInfo
+from detkd.errors import DetkdError
+
+FORMATS = ("voc", "kitti", "coco", "synth")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where a split is read from, once ``synth`` is resolved to its generated VOC folder."""
+
+    format: str  # voc | kitti | coco
+    root: str
+    classes: tuple[str, ...] | None
+    class_map: dict[str, str] | None
+
+
+def resolve_source(data: DataSection, classes: Sequence[str] | None = None) -> DataSource:
+    """The reader's arguments for ``data``; ``classes`` (e.g. a checkpoint's) fills in ``data.classes``."""
+    if data.format not in FORMATS:
+        raise DetkdError(f"data.format: unknown format {data.format!r} (expected one of {', '.join(FORMATS)})")
+    names = tuple(data.classes) if data.classes else (tuple(classes) if classes else None)
+    if data.format == "synth":
+        from detkd.data.synth import SYNTH_CLASSES, ensure_synth
+
+        folder = data.root or os.path.join(
+            os.path.expanduser(data.synth.cache_dir), f"synth-{data.synth.images}-seed{data.synth.seed}"
+        )
+        out = ensure_synth(os.path.expanduser(folder), data.synth.images, data.synth.seed)
+        return DataSource("voc", os.path.join(out, "voc"), names or SYNTH_CLASSES, None)
+    if not data.root:
+        raise DetkdError("data.root: no dataset folder given (set data.root=PATH)")
+    root = os.path.expanduser(data.root)
+    if not os.path.isdir(root):
+        raise DetkdError(f"data.root: {root}: no such folder")
+    if data.format == "voc" and names is None:
+        from detkd.data.voc import VOC_CLASSES
+
+        names = tuple(VOC_CLASSES)
+    return DataSource(data.format, root, names, data.class_map)
+
+
+def load_split(data: DataSection, train: bool, classes: Sequence[str] | None = None, split: str | None = None) -> DatasetIndex:
+    """The index of the training split (first ``data.limit`` images) or of the test split."""
+    from detkd.data.build import load_index
+
+    source = resolve_source(data, classes)
+    if split is None:
+        split = data.train_split if train else data.test_split
+    ann = data.train_ann if train else data.test_ann
+    index = load_index(source.format, source.root, split=split, ann=ann, classes=source.classes,
+                       class_map=source.class_map)
+    if train and data.limit is not None:
+        if data.limit <= 0:
+            raise DetkdError(f"data.limit: must be a positive number of images, got {data.limit}")
+        index.records = index.records[: data.limit]
+    if not index.records:
+        raise DetkdError(f"{source.root}: split {split!r} holds no images")
+    return index
+
+
+def build_train_dataset(data: DataSection, seed: int = 0) -> DetectionDataset:
+    """The training split, with ``data.augment`` (its draws seeded by ``seed``, epoch and image)."""
+    return DetectionDataset(load_split(data, train=True), augment=build_augmentation(data.augment, seed))
+
+
+def build_eval_dataset(data: DataSection, classes: Sequence[str] | None = None, split: str | None = None) -> DetectionDataset:
+    """The test split (or ``split``), never augmented; ``classes`` keeps the training label order."""
+    return DetectionDataset(load_split(data, train=False, classes=classes, split=split), augment=None)
+
+
+def build_augmentation(section: AugmentSection, seed: int) -> EpochSeededAugment | None:
+    """The training augmentation of ``data.augment``; None when every option is off."""
+    if not (section.hflip or section.scale_jitter or section.brightness or section.contrast
+            or section.hue or section.saturation):
+        return None
+    from detkd.data.transforms import AugmentConfig, build_augment
+
+    return EpochSeededAugment(build_augment(AugmentConfig.from_section(section)), seed)
+
+
+class EpochSeededAugment:
+    """An augmentation whose random draws for an image depend only on ``(seed, epoch, image_id)``.
+
+    Reseeding per sample makes the augmentation of a batch independent of the loader's
+    workers and of where a resumed run starts, so a resumed run augments exactly as the
+    uninterrupted one. ``epoch`` is set by :func:`start_epoch` before each epoch's iterator
+    is made (workers receive a copy then).
+    """
+
+    def __init__(self, augment, seed: int) -> None:  # augment: detkd.data.transforms.Augment
+        self.augment, self.seed, self.epoch = augment, seed, 0
+
+    def __call__(self, image: np.ndarray, record):  # -> (image, record)
+        key = zlib.crc32(str(record.image_id).encode())
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, key]).generate_state(1)[0])
+        worker = torch.utils.data.get_worker_info()
+        # Augment reseeds itself once per worker; mark that done so the per-sample seed holds.
+        self.augment._worker_seed = worker.seed if worker is not None else None
+        self.augment.pipeline.set_random_seed(sample_seed)
+        return self.augment(image, record)
+
+
+class TrainSampler(DistributedSampler):
+    """A shuffled, padded shard of the dataset per rank, that can start at batch ``k`` of an epoch.
+
+    The order is a function of ``(seed, epoch)`` only (:class:`DistributedSampler`'s), so a
+    resumed run skips the batches already trained on and continues with the same ones.
+    """
+
+    def __init__(self, dataset: DetectionDataset, info: DistInfo, seed: int) -> None:
+        super().__init__(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        """Epoch ``epoch``, from its ``start``-th sample on this rank."""
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(list(super().__iter__())[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r`` of ``w`` takes images ``r, r + w, r + 2w, ...``: no padding, no duplicates."""
+
+    def __init__(self, size: int, info: DistInfo) -> None:
+        self.indices = list(range(info.rank, size, info.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed python and numpy in a loader worker from its torch seed (itself from the loader's generator)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_train_loader(dataset: DetectionDataset, batch_size: int, num_workers: int, seed: int, info: DistInfo) -> DataLoader:
+    """Batches of ``(images, targets)`` lists; call :func:`start_epoch` before iterating."""
+    if batch_size <= 0:
+        raise DetkdError(f"train.batch_size: must be positive, got {batch_size}")
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=TrainSampler(dataset, info, seed), num_workers=num_workers,
+        collate_fn=collate, worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed),
+        pin_memory=info.device.type == "cuda", persistent_workers=False,
+    )
+
+
+def start_epoch(loader: DataLoader, epoch: int, start_batch: int, seed: int) -> None:
+    """Position ``loader`` at batch ``start_batch`` of ``epoch``; reseed its worker seeds for the epoch."""
+    loader.sampler.set_position(epoch, start_batch * loader.batch_size)
+    if isinstance(loader.dataset.augment, EpochSeededAugment):
+        loader.dataset.augment.epoch = epoch
+    loader.generator.manual_seed(seed * 100_003 + epoch)
+
+
+def build_eval_loader(dataset: DetectionDataset, num_workers: int, info: DistInfo) -> DataLoader:
+    """This rank's shard of ``dataset``, one image a batch (as torchvision's references evaluate)."""
+    return DataLoader(
+        dataset, batch_size=1, sampler=ShardSampler(len(dataset), info), num_workers=num_workers,
+        collate_fn=collate, worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0),
+    )
+
+
+def iters_per_epoch(loader: DataLoader) -> int:
+    """Batches in a whole epoch on each rank, wherever the sampler starts."""
+    sampler: TrainSampler = loader.sampler
+    return -(-sampler.num_samples // loader.batch_size)
+
+
+def eval_classes(data: DataSection, train_classes: Sequence[str]) -> tuple[str, ...] | None:
+    """The label order to read the test split with: the training split's, except for COCO,
+    whose categories come from its annotation file."""
+    return None if data.format == "coco" else tuple(train_classes)
+
+
+def eval_ann_file(data: DataSection, split: str | None = None) -> str | None:
+    """COCO with its own categories: the test instances JSON, so COCO metrics come from the file."""
+    if data.format != "coco" or data.classes:
+        return None
+    if data.test_ann and split is None:
+        return os.path.join(os.path.expanduser(data.root), data.test_ann) if not os.path.isabs(data.test_ann) \
+            else data.test_ann
+    split = split or data.test_split
+    path = os.path.join(os.path.expanduser(data.root), "annotations", f"instances_{split}.json")
+    return path if split and os.path.isfile(path) else None

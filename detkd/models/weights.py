@@ -1,0 +1,164 @@
+"""Pretrained weights: torchvision's weights by name (from torch's cache only) and checkpoint files.
+
+Nothing here downloads. A torchvision weights name (``ResNet50_Weights.IMAGENET1K_V1``,
+``FasterRCNN_ResNet50_FPN_Weights.DEFAULT``, or just ``DEFAULT`` / ``IMAGENET1K_V1`` for the
+configured backbone) is resolved with :func:`torchvision.models.get_weight` and read from where
+torchvision itself would have cached it, ``torch.hub.get_dir()/checkpoints/<file name of its
+URL>`` (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). When the
+file is not there the error names the file, the folder and the URL to fetch it from.
+
+Every load is checked key by key: missing keys, unexpected keys and shape mismatches are a
+:class:`~detkd.errors.DetkdError` naming the file and the first mismatches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from urllib.parse import urlparse
+
+import torch
+import torchvision
+from torch import nn
+from torchvision.models import WeightsEnum
+
+from detkd.errors import DetkdError
+
+log = logging.getLogger("detkd")
+
+StateDict = dict[str, torch.Tensor]
+
+# torchvision's detector builder for each backbone, for the short names ("DEFAULT", "COCO_V1")
+DETECTOR_BUILDERS = {"resnet50": "fasterrcnn_resnet50_fpn", "mobilenet_v3_large": "fasterrcnn_mobilenet_v3_large_fpn"}
+DETECTOR_ROOTS = ("backbone", "rpn", "roi_heads")  # the top-level modules of a FasterRCNN with parameters
+WRAPPER_PREFIXES = ("module.", "student.")  # DistributedDataParallel; a distillation module's student
+
+
+def resolve_weights(name: str, key: str, model_name: str | None) -> WeightsEnum:
+    """A torchvision weights enum member by full name (``Enum.MEMBER``) or, for ``model_name``,
+    by member name alone (``DEFAULT``). ``key`` (``model.weights``) names the config key in errors."""
+    try:
+        if "." in name:
+            return torchvision.models.get_weight(name)
+        if model_name is None:
+            raise ValueError("give the full name, e.g. FasterRCNN_ResNet50_FPN_Weights.COCO_V1")
+        return torchvision.models.get_model_weights(model_name)[name]
+    except (ValueError, KeyError) as e:
+        detail = str(e).strip("'\"") if isinstance(e, ValueError) else f"no member {name!r}"
+        raise DetkdError(f"{key}: unknown torchvision weights {name!r} ({detail})") from None
+
+
+def backbone_weights(name: str, backbone: str) -> WeightsEnum:
+    """``model.weights_backbone``: checked to be weights of the configured backbone's classifier."""
+    weights = resolve_weights(name, "model.weights_backbone", backbone)
+    expected = torchvision.models.get_model_weights(backbone)
+    if not isinstance(weights, expected):
+        raise DetkdError(
+            f"model.weights_backbone: {name} are not weights of {backbone} (expected {expected.__name__}.<NAME>, "
+            f"e.g. {expected.__name__}.DEFAULT)"
+        )
+    return weights
+
+
+def detector_weights(name: str, backbone: str) -> WeightsEnum:
+    """``model.weights``: torchvision Faster R-CNN weights (checked against the model when loaded)."""
+    return resolve_weights(name, "model.weights", DETECTOR_BUILDERS.get(backbone))
+
+
+def hub_checkpoint_path(weights: WeightsEnum) -> str:
+    """Where torchvision caches ``weights``: ``torch.hub.get_dir()/checkpoints/<file name of the URL>``."""
+    file_name = os.path.basename(urlparse(weights.url).path)
+    return os.path.join(torch.hub.get_dir(), "checkpoints", file_name)
+
+
+def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]:
+    """The state dict of ``weights`` from torch's cache, and its path; never downloads."""
+    path = hub_checkpoint_path(weights)
+    name = f"{type(weights).__name__}.{weights.name}"
+    if not os.path.isfile(path):
+        raise DetkdError(
+            f"{key}: {name}: weights file not found: {path} (detkd never downloads; on a machine with "
+            f"network fetch {weights.url} and put it in {os.path.dirname(path)}, or set TORCH_HOME to the "
+            "folder whose hub/checkpoints holds it)"
+        )
+    return read_state_dict(path), path
+
+
+def read_state_dict(path: str) -> StateDict:
+    """A checkpoint file read with the safe loader (``weights_only=True``); a detkd checkpoint's
+    ``model`` or the plain state dict the file holds."""
+    from detkd.engine.checkpoint import load_checkpoint, model_state_from
+
+    return model_state_from(load_checkpoint(path), path)
+
+
+def detector_state_dict(state: StateDict, source: str) -> StateDict:
+    """The Faster R-CNN's own weights in a state dict of the trained module.
+
+    ``module.`` (DistributedDataParallel) is stripped; when keys start with ``student.`` (a
+    distillation module), those are the detector's, prefix stripped; then only the keys of the
+    detector's modules (``backbone.``, ``rpn.``, ``roi_heads.``) are kept, so a distillation
+    module's ``adapters.*`` (and any ``teacher.*``) are dropped.
+    """
+    for prefix in WRAPPER_PREFIXES:
+        if any(k.startswith(prefix) for k in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    kept = {k: v for k, v in state.items() if k.split(".", 1)[0] in DETECTOR_ROOTS}
+    if not kept:
+        first = ", ".join(list(state)[:3]) or "none"
+        raise DetkdError(f"{source}: no Faster R-CNN weights found (keys start with {first})")
+    return kept
+
+
+def state_mismatches(model: nn.Module, state: StateDict, allow_missing: tuple[str, ...] = ()) -> list[str]:
+    """Problems loading ``state`` into ``model``: missing, unexpected and wrong-shape keys, in
+    order. BatchNorm's ``num_batches_tracked`` counters are never a problem (frozen BN has none)."""
+    own = model.state_dict()
+
+    def counted(k: str) -> bool:
+        return not k.endswith("num_batches_tracked")
+
+    problems = [f"missing {k}" for k in own if k not in state and counted(k) and not k.startswith(allow_missing)]
+    problems += [f"unexpected {k}" for k in state if k not in own and counted(k)]
+    for k, v in state.items():
+        if k in own and tuple(v.shape) != tuple(own[k].shape):
+            problems.append(f"{k}: shape {list(v.shape)} in the file, {list(own[k].shape)} in the model")
+    return problems
+
+
+def load_state_checked(
+    model: nn.Module, state: StateDict, source: str, what: str = "model", allow_missing: tuple[str, ...] = ()
+) -> None:
+    """Load ``state`` into ``model``; any mismatch is a :class:`DetkdError` naming ``source`` and
+    the first three mismatches. Keys under ``allow_missing`` prefixes keep the model's values."""
+    problems = state_mismatches(model, state, allow_missing)
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise DetkdError(
+            f"{source}: the {what} weights do not fit the configured model: {'; '.join(problems[:3])}{more} "
+            "(check model.backbone, model.norm, model.fpn_channels, model.returned_layers, the anchors, "
+            "model.roi.box_head_width and the number of classes)"
+        )
+    own = model.state_dict()
+    full = {k: state.get(k, own[k]) for k in own}  # missing counters and allowed keys: the model's own
+    model.load_state_dict(full, strict=True)
+
+
+def load_detector_weights(model: nn.Module, weights: WeightsEnum) -> None:
+    """torchvision detector weights from torch's cache. The class predictor is kept from the
+    model (not loaded) when its number of classes differs, as usual for fine-tuning."""
+    state, path = load_cached_weights(weights, "model.weights")
+    own = model.state_dict()
+    head = "roi_heads.box_predictor."
+    if any(k.startswith(head) and k in own and v.shape != own[k].shape for k, v in state.items()):
+        log.info("model.weights: %s: the class predictor is trained from scratch (other classes)", path)
+        state = {k: v for k, v in state.items() if not k.startswith(head)}
+        load_state_checked(model, state, path, "detector", allow_missing=(head,))
+    else:
+        load_state_checked(model, state, path, "detector")
+
+
+def load_checkpoint_weights(model: nn.Module, path: str) -> None:
+    """``model.checkpoint``: a detkd checkpoint (its ``model``) or a plain state dict, loaded whole."""
+    state = detector_state_dict(read_state_dict(path), path)
+    load_state_checked(model, state, path, "checkpoint")

@@ -1,0 +1,112 @@
+"""Pretrained weights from torch's cache only (never downloaded) and from checkpoint files."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torchvision
+
+from detkd.config import ModelSection
+from detkd.errors import DetkdError
+from detkd.models import build_model
+from detkd.models.weights import detector_state_dict, hub_checkpoint_path
+
+R18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch cache, and no network: any connection attempt fails the test."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("detkd tried to open a network connection")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_missing_weights_name_the_file_and_url(torch_home):
+    expected = torch_home / R18_FILE
+    with pytest.raises(DetkdError) as err:
+        build_model(ModelSection(backbone="resnet18", weights_backbone="ResNet18_Weights.IMAGENET1K_V1"), 3)
+    message = str(err.value)
+    assert str(expected) in message and "https://download.pytorch.org/models/" + R18_FILE in message
+    assert "never downloads" in message and not expected.exists()
+    with pytest.raises(DetkdError, match=r"fasterrcnn_resnet50_fpn_coco-258fb6c6\.pth"):
+        build_model(ModelSection(weights="DEFAULT"), 3)  # the detector weights of resnet50
+
+
+def test_cached_backbone_weights_load(torch_home):
+    torch.manual_seed(0)
+    state = torchvision.models.resnet18().state_dict()
+    weights = torchvision.models.get_weight("ResNet18_Weights.IMAGENET1K_V1")
+    assert hub_checkpoint_path(weights) == str(torch_home / R18_FILE)
+    os.makedirs(torch_home)
+    torch.save(state, torch_home / R18_FILE)
+    for name in ("ResNet18_Weights.IMAGENET1K_V1", "DEFAULT"):
+        model = build_model(ModelSection(backbone="resnet18", weights_backbone=name), 3)
+        body = model.backbone.body
+        assert torch.equal(body.conv1.weight, state["conv1.weight"])
+        assert torch.equal(body.layer4[1].bn2.running_var, state["layer4.1.bn2.running_var"])
+
+
+def test_backbone_weights_of_another_network(torch_home):
+    with pytest.raises(DetkdError, match="ResNet50_Weights.IMAGENET1K_V1 are not weights of resnet18"):
+        build_model(ModelSection(backbone="resnet18", weights_backbone="ResNet50_Weights.IMAGENET1K_V1"), 3)
+    with pytest.raises(DetkdError, match="unknown torchvision weights 'ResNet18_Weights.NOPE'"):
+        build_model(ModelSection(backbone="resnet18", weights_backbone="ResNet18_Weights.NOPE"), 3)
+
+
+def test_cached_detector_weights_keep_a_new_predictor(torch_home):
+    """COCO weights (91 classes) for a 5-class model: all but the class predictor load."""
+    torch.manual_seed(0)
+    coco = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None)
+    weights = torchvision.models.get_weight("FasterRCNN_MobileNet_V3_Large_FPN_Weights.COCO_V1")
+    os.makedirs(torch_home)
+    torch.save(coco.state_dict(), hub_checkpoint_path(weights))
+    cfg = ModelSection(backbone="mobilenet_v3_large", weights="COCO_V1")
+    cfg.rpn.anchor_layout = "all_levels"
+    model = build_model(cfg, 5)
+    assert torch.equal(model.rpn.head.conv[0][0].weight, coco.rpn.head.conv[0][0].weight)
+    assert torch.equal(model.roi_heads.box_head.fc7.weight, coco.roi_heads.box_head.fc7.weight)
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5
+
+
+def small_cfg(**fields) -> ModelSection:
+    cfg = ModelSection(backbone="resnet18", norm="gn", fpn_channels=32, returned_layers=[2, 3, 4], **fields)
+    cfg.rpn.anchor_sizes = [16, 32, 64, 128]
+    cfg.roi.box_head_width = 32
+    return cfg
+
+
+def test_checkpoint_weights_and_wrapper_prefixes(tmp_path):
+    torch.manual_seed(0)
+    trained = build_model(small_cfg(), 4).state_dict()
+    plain, wrapped = tmp_path / "plain.pt", tmp_path / "distilled.pt"
+    torch.save(trained, plain)
+    module = {f"student.{k}": v for k, v in trained.items()}
+    module.update({"adapters.0.weight": torch.zeros(2, 2), "teacher.backbone.x": torch.zeros(1)})
+    torch.save({"model": module, "epoch": 3, "config": {}}, wrapped)
+    for path in (plain, wrapped):
+        loaded = build_model(small_cfg(checkpoint=str(path)), 4).state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in trained.items()), path
+    assert set(detector_state_dict(module, "x")) == set(trained)
+
+
+def test_checkpoint_that_does_not_fit(tmp_path):
+    path = tmp_path / "other.pt"
+    torch.save({"model": build_model(small_cfg(), 4).state_dict()}, path)
+    cfg = small_cfg(checkpoint=str(path))
+    cfg.fpn_channels = 48
+    with pytest.raises(DetkdError, match=rf"{path}: the checkpoint weights do not fit .*backbone\.fpn\..*shape \[32"):
+        build_model(cfg, 4)
+    with pytest.raises(DetkdError, match=rf"{path}: .*roi_heads\.box_predictor\.cls_score\.weight: shape \[4, 32\]"):
+        build_model(small_cfg(checkpoint=str(path)), 6)
+    torch.save({"model": {"head.weight": torch.zeros(1)}}, path)
+    with pytest.raises(DetkdError, match="no Faster R-CNN weights found"):
+        build_model(small_cfg(checkpoint=str(path)), 4)

@@ -1,0 +1,285 @@
+"""Config loading: typed conversion, errors that name key/file/fix, bases, overrides, round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+
+from detkd.config import (
+    Config, DataSection, ModelSection, config_from_dict, config_to_dict, load_config, opt, save_config,
+)
+from detkd.errors import DetkdError
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG_FILES = sorted(REPO.glob("configs/**/*.yaml"))
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_of(path: Path | str, overrides: tuple[str, ...] = ()) -> str:
+    with pytest.raises(DetkdError) as info:
+        load_config(path, overrides)
+    return str(info.value)
+
+
+# --- typed conversion ---------------------------------------------------------------------------
+
+
+def test_types_and_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", """
+output_dir: runs/a
+train: {lr: 1, weight_decay: 1e-4, epochs: 3, amp: true, clip_grad_norm: null}
+data: {classes: [RBC, WBC], class_map: {Van: Car}, augment: {scale_jitter: [1, 2.5]}}
+model: {rpn: {anchor_sizes: [16, 32]}}
+""")
+    cfg = load_config(path)
+    assert isinstance(cfg, Config) and cfg.output_dir == "runs/a"
+    assert cfg.train.lr == 1.0 and isinstance(cfg.train.lr, float)  # an int is accepted for a float
+    assert cfg.train.weight_decay == 1e-4  # PyYAML reads 1e-4 as text; a float key takes it
+    assert cfg.train.epochs == 3 and cfg.train.amp is True and cfg.train.clip_grad_norm is None
+    assert cfg.data.classes == ["RBC", "WBC"] and cfg.data.class_map == {"Van": "Car"}
+    assert cfg.data.augment.scale_jitter == [1.0, 2.5] and cfg.data.augment.hflip == 0.5  # default kept
+    assert cfg.model.rpn.anchor_sizes == [16, 32] and cfg.model.rpn.nms_thresh == 0.7
+    assert cfg.model.min_size == Config().model.min_size
+
+
+def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path / "empty.yaml", "# nothing\n")) == Config()
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "expected", "found"),
+    [
+        ("train: {lr: fast}", "'train.lr'", "float", "'fast' (str)"),
+        ("train: {epochs: 2.5}", "'train.epochs'", "int", "2.5 (float)"),
+        ("train: {epochs: true}", "'train.epochs'", "int", "True (bool)"),
+        ("train: {amp: 1}", "'train.amp'", "true or false", "1 (int)"),
+        ("data: {classes: [a, 3]}", "'data.classes[1]'", "str", "3 (int)"),
+        ("data: {classes: a}", "'data.classes'", "list[str] or null", "'a' (str)"),
+        ("data: {root: 12}", "'data.root'", "str", "12 (int) (quote it"),
+        ("model: 3", "'model'", "a mapping (section)", "3 (int)"),
+        ("model: {rpn: {anchor_sizes: null}}", "'model.rpn.anchor_sizes'", "list[int]", "null"),
+    ],
+)
+def test_wrong_type_names_key_file_type_and_value(tmp_path: Path, text: str, key: str, expected: str, found: str) -> None:
+    path = write(tmp_path / "bad.yaml", text)
+    message = error_of(path)
+    assert message.startswith(f"{path}: {key} must be {expected}, got {found}"), message
+
+
+def test_value_outside_choices_lists_the_valid_ones(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path / "c.yaml", "data: {format: vocc}"))
+    assert "'data.format' must be one of voc, kitti, coco, synth" in message and "did you mean 'voc'" in message
+    for key, value in (("model.norm", "batchnorm"), ("model.backbone", "resnet51"), ("train.optimizer", "adam"),
+                       ("train.schedule", "poly"), ("device", "gpu")):
+        assert f"command line: '{key}' must be" in error_of(tmp_path / "c.yaml", (f"{key}={value}", "data.format=voc"))
+
+
+# --- unknown keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "closest"),
+    [
+        ("model: {backbon: resnet18}", "model.backbon", "model.backbone"),
+        ("model: {rpn: {nms_tresh: 0.6}}", "model.rpn.nms_tresh", "model.rpn.nms_thresh"),
+        ("train: {min_size: 600}", "train.min_size", "model.min_size"),  # right key, wrong section
+        ("outputdir: runs/x", "outputdir", "output_dir"),
+    ],
+)
+def test_unknown_key_names_key_file_and_closest(tmp_path: Path, text: str, key: str, closest: str) -> None:
+    path = write(tmp_path / "typo.yaml", text)
+    assert error_of(path) == f"{path}: unknown key {key!r}; did you mean {closest!r}?"
+
+
+def test_unknown_key_far_from_everything_lists_the_section(tmp_path: Path) -> None:
+    message = error_of(write(tmp_path / "x.yaml", "train: {zzz: 1}"))
+    assert "unknown key 'train.zzz'" in message and "valid keys in 'train': epochs, batch_size" in message
+
+
+def test_unknown_key_in_a_base_names_the_base(tmp_path: Path) -> None:
+    base = write(tmp_path / "sub" / "base.yaml", "train: {epochs: 2, lrr: 0.1}")
+    top = write(tmp_path / "top.yaml", "_base_: sub/base.yaml\ntrain: {epochs: 3}")
+    assert error_of(top).startswith(f"{base}: unknown key 'train.lrr'; did you mean 'train.lr'?")
+
+
+# --- files --------------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    assert error_of(missing) == f"config file not found: {missing}"
+    top = write(tmp_path / "top.yaml", "_base_: gone.yaml")
+    assert error_of(top) == f"{top}: _base_ file not found: {tmp_path / 'gone.yaml'}"
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path / "broken.yaml", "train:\n  lr: 0.1\n   epochs: 3\n")
+    assert error_of(path).startswith(f"{path}:3: invalid YAML:")
+    path = write(tmp_path / "list.yaml", "- a\n- b\n")
+    assert "a config must be a mapping" in error_of(path)
+
+
+# --- bases --------------------------------------------------------------------------------------
+
+
+def test_bases_merge_in_order_then_the_file(tmp_path: Path) -> None:
+    write(tmp_path / "b1.yaml", "train: {epochs: 1, lr: 0.1, milestones: [1, 2, 3]}\nmodel: {rpn: {nms_thresh: 0.6}}")
+    write(tmp_path / "b2.yaml", "train: {epochs: 2, milestones: [5]}\nmodel: {rpn: {fg_iou_thresh: 0.8}}")
+    write(tmp_path / "deep" / "b3.yaml", "_base_: ../b1.yaml\nseed: 7")
+    top = write(tmp_path / "top.yaml", "_base_: [deep/b3.yaml, b2.yaml]\ntrain: {batch_size: 8}")
+    cfg = load_config(top)
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size, cfg.seed) == (2, 0.1, 8, 7)
+    assert cfg.train.milestones == [5]  # lists are replaced, not merged
+    assert (cfg.model.rpn.nms_thresh, cfg.model.rpn.fg_iou_thresh) == (0.6, 0.8)  # mappings merged
+
+
+def test_absolute_base_and_diamond(tmp_path: Path) -> None:
+    common = write(tmp_path / "common.yaml", "seed: 3")
+    write(tmp_path / "l.yaml", f"_base_: {common}\ntrain: {{epochs: 4}}")
+    write(tmp_path / "r.yaml", "_base_: common.yaml\ntrain: {lr: 0.5}")
+    cfg = load_config(write(tmp_path / "top.yaml", "_base_: [l.yaml, r.yaml]"))
+    assert (cfg.seed, cfg.train.epochs, cfg.train.lr) == (3, 4, 0.5)
+
+
+def test_base_cycle_is_an_error(tmp_path: Path) -> None:
+    write(tmp_path / "a.yaml", "_base_: b.yaml")
+    write(tmp_path / "b.yaml", "_base_: [c.yaml]")
+    write(tmp_path / "c.yaml", "_base_: a.yaml")
+    message = error_of(tmp_path / "a.yaml")
+    assert "_base_ cycle" in message and "a.yaml -> " in message and "c.yaml -> " in message
+    assert "'_base_' must be a file name" in error_of(write(tmp_path / "n.yaml", "_base_: 3"))
+
+
+# --- overrides ----------------------------------------------------------------------------------
+
+
+def test_overrides_are_typed_nested_and_win(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", "train: {lr: 0.1}\nmodel: {weights: X.Y, rpn: {nms_thresh: 0.6}}")
+    cfg = load_config(path, [
+        "train.lr=0.01", "train.epochs=2", "data.classes=[a,b]", "model.weights=null",
+        "data.class_map.Van=Car", "model.rpn={fg_iou_thresh: 0.8}", "output_dir=2024", "data.limit=8",
+        "train.amp=true", "train.weight_decay=5e-4",
+    ])
+    assert (cfg.train.lr, cfg.train.epochs, cfg.data.classes, cfg.model.weights) == (0.01, 2, ["a", "b"], None)
+    assert cfg.data.class_map == {"Van": "Car"} and cfg.output_dir == "2024" and cfg.data.limit == 8
+    assert (cfg.model.rpn.nms_thresh, cfg.model.rpn.fg_iou_thresh) == (0.6, 0.8)  # merged into the section
+    assert cfg.train.amp is True and cfg.train.weight_decay == 5e-4
+
+
+def test_bad_overrides(tmp_path: Path) -> None:
+    path = write(tmp_path / "a.yaml", "")
+    assert error_of(path, ("train.lrr=0.1",)) == "command line: unknown key 'train.lrr'; did you mean 'train.lr'?"
+    assert error_of(path, ("lr=0.1",)) == "command line: unknown key 'lr'; did you mean 'train.lr'?"
+    assert "is not KEY=VALUE" in error_of(path, ("train.lr",))
+    assert "is a value, not a section" in error_of(path, ("train.lr.x=1",))
+    assert error_of(path, ("train.epochs=two",)).startswith("command line: 'train.epochs' must be int, got 'two'")
+    assert "unknown key 'model.rpn.nms'" in error_of(path, ("model.rpn={nms: 1}",))
+
+
+# --- saving -------------------------------------------------------------------------------------
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path / "a.yaml", "data: {classes: ['yes', 'null', '1'], class_map: {Van: Car}}"),
+                      ["train.weight_decay=1e-10", "train.clip_grad_norm=10", "model.weights=A.B", "output_dir=runs/a b"])
+    out = tmp_path / "run" / "config.yaml"
+    save_config(cfg, out)
+    assert load_config(out) == cfg
+    assert config_to_dict(load_config(out)) == config_to_dict(cfg) == dataclasses.asdict(cfg)
+    assert [p.name for p in out.parent.iterdir()] == ["config.yaml"]  # no temporary file left
+    default = Config(data=DataSection(format="synth"))
+    save_config(default, out)  # replaces the file
+    assert load_config(out) == default
+
+
+@dataclasses.dataclass
+class GrownConfig(Config):
+    """Config as a later issue grows it: a new optional section is only a new field."""
+
+    teacher: ModelSection | None = opt(None, "the teacher model")
+    weights: dict[str, float] = opt({}, "loss weights by name")
+
+
+def test_a_new_section_is_only_a_new_field(tmp_path: Path) -> None:
+    path = write(tmp_path / "kd.yaml", "teacher: {backbone: resnet18, rpn: {nms_thresh: 0.6}}\nweights: {hint: 1}")
+    cfg = load_config(path, ["teacher.min_size=400", "weights.rcn=0.5"], schema=GrownConfig)
+    rpn = dataclasses.replace(ModelSection().rpn, nms_thresh=0.6)
+    assert cfg.teacher == ModelSection(backbone="resnet18", min_size=400, rpn=rpn)
+    assert cfg.weights == {"hint": 1.0, "rcn": 0.5} and cfg.model == ModelSection()
+    empty = write(tmp_path / "empty.yaml", "")
+    assert load_config(empty, ["teacher.norm=gn"], GrownConfig).teacher == ModelSection(norm="gn")  # null -> section
+    out = tmp_path / "config.yaml"
+    save_config(cfg, out)
+    assert load_config(out, (), GrownConfig) == cfg
+    typo = write(tmp_path / "t.yaml", "teacher: {min_sise: 3}")
+    assert error_of(typo).startswith(f"{typo}: unknown key 'teacher'")  # plain Config has no teacher
+    with pytest.raises(DetkdError, match="unknown key 'teacher.min_sise'; did you mean 'teacher.min_size'"):
+        load_config(typo, (), GrownConfig)
+    with pytest.raises(DetkdError, match="'teacher.backbone' must be one of"):
+        load_config(path, ["teacher.backbone=vgg16"], GrownConfig)
+    with pytest.raises(DetkdError, match="'device' must be auto, cpu, cuda or cuda:N"):
+        load_config(path, ["device=gpu"], GrownConfig)
+
+
+def test_config_from_dict_checks_like_a_file() -> None:
+    cfg = load_config(REPO / "configs" / "synth" / "teacher.yaml", ["train.lr=0.005"])
+    assert config_from_dict(config_to_dict(cfg), "run/last.pt") == cfg
+    assert config_from_dict({}, "x") == Config()
+    with pytest.raises(DetkdError, match=r"^run/last.pt: unknown key 'train.lrr'; did you mean 'train.lr'\?$"):
+        config_from_dict({"train": {"lrr": 1}}, "run/last.pt")
+    with pytest.raises(DetkdError, match=r"^run/last.pt: 'seed' must be int, got 'x' \(str\)$"):
+        config_from_dict({"seed": "x"}, "run/last.pt")
+
+
+# --- the shipped configs and their reference ------------------------------------------------------
+
+
+def test_configs_are_there() -> None:
+    names = {str(p.relative_to(REPO / "configs")) for p in CONFIG_FILES}
+    for dataset in ("synth", "bccd"):
+        assert {f"{dataset}/{n}.yaml" for n in ("teacher", "student_small", "student_lowres")} <= names
+    for dataset in ("voc", "kitti", "coco"):
+        assert {f"{dataset}/{n}.yaml" for n in ("teacher_r50", "student_r18", "student_mnv3", "student_r50_half")} <= names
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert isinstance(cfg, Config)
+    if path.parent.name == "bccd" and not path.name.startswith("_"):
+        assert cfg.data.root == "../shared/data/bccd/BCCD" and cfg.data.classes == ["RBC", "WBC", "Platelets"]
+
+
+def test_low_resolution_students_are_the_teacher_at_half_size() -> None:
+    pairs = {"synth": ("teacher", "student_lowres"), "bccd": ("teacher", "student_lowres")}
+    pairs |= {d: ("teacher_r50", "student_r50_half") for d in ("voc", "kitti", "coco")}
+    for dataset, names in pairs.items():
+        t, s = (load_config(REPO / "configs" / dataset / f"{n}.yaml").model for n in names)
+        assert (s.preset, s.backbone, s.rpn, s.roi) == (t.preset, t.backbone, t.rpn, t.roi), dataset
+        assert 2 * s.min_size == t.min_size and abs(2 * s.max_size - t.max_size) <= 1, dataset
+
+
+def test_config_reference_is_up_to_date() -> None:
+    spec = importlib.util.spec_from_file_location("config_reference", REPO / "tools" / "config_reference.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    current = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert module.render(current) == current, "docs/CONFIG.md is out of date: run python tools/config_reference.py"
+    for key in ("`train.lr`", "`data.limit`", "`model.rpn.nms_thresh`", "`output_dir`"):
+        assert key in current
+
+
+def test_paths_stay_as_written(tmp_path: Path) -> None:
+    sub = write(tmp_path / "sub" / "a.yaml", "data: {root: rel/data}\nmodel: {checkpoint: ck.pt}")
+    cfg = load_config(os.path.relpath(sub))
+    assert (cfg.data.root, cfg.model.checkpoint) == ("rel/data", "ck.pt")  # relative to the working directory
