@@ -1,0 +1,197 @@
+"""Distillation loss terms, as pure tensor functions (no model code).
+
+Chen et al., *Learning Efficient Object Detection Models with Knowledge Distillation*
+(NeurIPS 2017), with the alternatives of ``docs/method.md`` section 7:
+
+- :func:`weighted_soft_ce` — eq. 3, the soft half of eq. 2 on the RCN's K+1 classes;
+- :func:`objectness_soft_ce` — the same on the RPN's single objectness logit, read as the 2-way
+  distribution (background, object) = (1 - sigma(z/T), sigma(z/T));
+- :func:`bounded_l2` — eq. 4, the teacher-bounded regression term, per sample;
+- :func:`hint_loss` — eq. 5/6, L2 or L1 between adapted student and teacher feature maps;
+- :func:`attention_transfer` — Zagoruyko & Komodakis 2016, a hint without adaptation;
+- :func:`dist_loss` — Huang et al. 2022 (DIST), inter- and intra-class Pearson relations;
+- :func:`hinton_kd` — Hinton et al. 2015, uniform-weight soft cross-entropy at T > 1.
+
+Every function returns one unweighted scalar. The weights of the objective (eq. 1, 2, 4: the
+hard/soft balance ``mu`` and ``1 - mu``, ``nu``, the hint weight ``gamma``) are applied once, by
+the caller, where all terms are summed: the hard terms are torchvision's own ``loss_classifier``
+and ``loss_objectness``, so eq. 2 is ``mu * hard + (1 - mu) * soft`` with both terms logged.
+Teacher inputs are treated as constants (detached) everywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from detkd.registry import Registry
+
+EPS = 1e-8
+
+
+def weighted_soft_ce(
+    student_logits: Tensor, teacher_logits: Tensor, class_weights: Tensor | None = None, T: float = 1.0
+) -> Tensor:
+    """Chen et al. eq. 3: ``-sum_c w_c P_t[c] log P_s[c]``, mean over the N samples.
+
+    Args:
+        student_logits, teacher_logits: ``[N, C]`` (C = K + 1 for the RCN, background = 0).
+        class_weights: ``[C]`` w_c (the paper: 1.5 for background, 1 otherwise); None: all 1.
+        T: temperature; P = softmax(Z / T). With T != 1 the loss is multiplied by T^2 (Hinton).
+    Returns: a scalar; 0 for N = 0.
+    """
+    if student_logits.numel() == 0:
+        return student_logits.sum() * 0.0
+    log_ps = F.log_softmax(student_logits / T, dim=1)
+    pt = F.softmax(teacher_logits.detach() / T, dim=1)
+    terms = pt * log_ps
+    if class_weights is not None:
+        terms = terms * class_weights.to(terms)
+    return -terms.sum(dim=1).mean() * (T * T if T != 1.0 else 1.0)
+
+
+def objectness_soft_ce(student_logits: Tensor, teacher_logits: Tensor, bg_weight: float = 1.5, T: float = 1.0) -> Tensor:
+    """Eq. 3 on the RPN: the single logit z as (background, object) = (1 - sigma(z/T), sigma(z/T)).
+
+    Args:
+        student_logits, teacher_logits: ``[N]`` objectness logits of the same N anchors.
+        bg_weight: w_0 of the background side (object side weight 1).
+    Equal to :func:`weighted_soft_ce` on the logits ``[0, z]`` with weights ``(bg_weight, 1)``.
+    """
+    if student_logits.numel() == 0:
+        return student_logits.sum() * 0.0
+    zs, zt = student_logits / T, teacher_logits.detach() / T
+    pt_obj = torch.sigmoid(zt)
+    terms = bg_weight * (1 - pt_obj) * F.logsigmoid(-zs) + pt_obj * F.logsigmoid(zs)
+    return -terms.mean() * (T * T if T != 1.0 else 1.0)
+
+
+def bounded_l2(student: Tensor, teacher: Tensor, target: Tensor, margin: float = 0.0) -> Tensor:
+    """Chen et al. eq. 4, per sample: ``||R_s - y||^2`` if ``||R_s - y||^2 + m > ||R_t - y||^2``, else 0.
+
+    Args:
+        student, teacher, target: ``[N, 4]`` encoded box deltas of the same N foreground samples
+            (RPN anchors, or RCN proposals with the deltas of their ground-truth class).
+        margin: m; the student is penalised until it beats the teacher by m.
+    Returns: the sum of the active terms divided by N (0 for N = 0).
+    """
+    if student.numel() == 0:
+        return student.sum() * 0.0
+    err_s = (student - target).pow(2).sum(dim=1)
+    err_t = (teacher.detach() - target).pow(2).sum(dim=1)
+    active = (err_s.detach() + margin > err_t).to(err_s.dtype)
+    return (err_s * active).sum() / student.shape[0]
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """Mean of ``values`` ``[B, C, H, W]`` over the cells where ``mask`` ``[B, 1, H, W]`` is true."""
+    if mask is None:
+        return values.mean()
+    weight = mask.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def hint_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, kind: str = "l2") -> Tensor:
+    """Chen et al. eq. 5 (L2) / eq. 6 (L1): ``||A(V) - Z||``, per element.
+
+    Args:
+        student: ``[B, C, H, W]`` the student's guided map, already through its adaptation layer
+            A (or not, for the ablation without adaptation: then C must match).
+        teacher: ``[B, C, H, W]`` the hint Z, aligned to the student's grid.
+        mask: ``[B, 1, H, W]`` bool, the cells inside both models' un-padded image area.
+        kind: ``"l2"`` (squared error) or ``"l1"`` (absolute error).
+    Returns: the error averaged over the valid cells and the channels.
+    """
+    diff = student - teacher.detach()
+    if kind == "l2":
+        return masked_mean(diff.pow(2), mask)
+    if kind == "l1":
+        return masked_mean(diff.abs(), mask)
+    raise ValueError(f"hint kind must be 'l2' or 'l1', got {kind!r}")
+
+
+def attention_map(feat: Tensor, mask: Tensor | None, p: int = 2) -> Tensor:
+    """``[B, H*W]`` spatial attention sum_c |F_c|^p, zero outside ``mask``, L2-normalised per image."""
+    att = feat.abs().pow(p).sum(dim=1, keepdim=True)
+    if mask is not None:
+        att = att * mask.to(att.dtype)
+    return F.normalize(att.flatten(1), dim=1, eps=EPS)
+
+
+def attention_transfer(student: Tensor, teacher: Tensor, mask: Tensor | None = None, p: int = 2) -> Tensor:
+    """Attention transfer (Zagoruyko & Komodakis 2016) as a hint: ``||A_s - A_t||^2`` per image, mean.
+
+    Args:
+        student: ``[B, Cs, H, W]``; teacher: ``[B, Ct, H, W]`` (channel counts may differ: no
+            adaptation layer is needed); mask: ``[B, 1, H, W]`` valid cells.
+    """
+    diff = attention_map(student, mask, p) - attention_map(teacher.detach(), mask, p)
+    return diff.pow(2).sum(dim=1).mean()
+
+
+def pearson_distance(a: Tensor, b: Tensor, dim: int) -> Tensor:
+    """``1 - Pearson(a, b)`` along ``dim`` (DIST's d_p), for each slice of the other dimension."""
+    a = a - a.mean(dim=dim, keepdim=True)
+    b = b - b.mean(dim=dim, keepdim=True)
+    corr = (a * b).sum(dim=dim) / (a.norm(dim=dim) * b.norm(dim=dim) + EPS)
+    return 1.0 - corr
+
+
+def dist_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0, beta: float = 1.0, gamma: float = 1.0) -> Tensor:
+    """DIST (Huang et al. 2022): ``beta tau^2 L_inter + gamma tau^2 L_intra``.
+
+    Args:
+        student_logits, teacher_logits: ``[B, C]``, the RCN logits of the B sampled RoIs.
+    ``L_inter`` = mean over samples of d_p across classes; ``L_intra`` = mean over classes of
+    d_p across samples; P = softmax(Y / tau).
+    """
+    if student_logits.shape[0] < 2:
+        return student_logits.sum() * 0.0
+    ps = F.softmax(student_logits / tau, dim=1)
+    pt = F.softmax(teacher_logits.detach() / tau, dim=1)
+    inter = pearson_distance(ps, pt, dim=1).mean()
+    intra = pearson_distance(ps, pt, dim=0).mean()
+    return tau * tau * (beta * inter + gamma * intra)
+
+
+def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) -> Tensor:
+    """Hinton et al. 2015: the soft cross-entropy with uniform class weights at T > 1, times T^2."""
+    return weighted_soft_ce(student_logits, teacher_logits, None, T)
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DistillLoss:
+    """A registered loss: ``kind`` says what it compares, ``fn(student, teacher, **extra)``.
+
+    Kinds: ``logits`` (``[N, C]``), ``objectness`` (``[N]``), ``regression`` (``[N, 4]`` plus
+    a ``target``), ``feature`` (``[B, C, H, W]`` plus an optional ``mask``).
+    """
+
+    name: str
+    kind: str
+    fn: Callable[..., Tensor]
+
+    def __call__(self, student: Tensor, teacher: Tensor, **extra: object) -> Tensor:
+        return self.fn(student, teacher, **extra)
+
+
+DISTILL_LOSSES: Registry[DistillLoss] = Registry("distillation loss")
+
+for _loss in (
+    DistillLoss("soft_ce", "logits", weighted_soft_ce),
+    DistillLoss("hinton", "logits", hinton_kd),
+    DistillLoss("dist", "logits", dist_loss),
+    DistillLoss("objectness_soft_ce", "objectness", objectness_soft_ce),
+    DistillLoss("bounded_l2", "regression", bounded_l2),
+    DistillLoss("hint_l2", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l2")),
+    DistillLoss("hint_l1", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l1")),
+    DistillLoss("attention", "feature", attention_transfer),
+):
+    DISTILL_LOSSES.register(_loss.name)(_loss)

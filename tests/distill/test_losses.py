@@ -1,0 +1,150 @@
+"""The distillation losses against hand-computed values, and every registered loss's contract."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from detkd.distill.losses import (
+    DISTILL_LOSSES,
+    attention_transfer,
+    bounded_l2,
+    dist_loss,
+    hint_loss,
+    hinton_kd,
+    objectness_soft_ce,
+    weighted_soft_ce,
+)
+
+LN2, LN3 = math.log(2.0), math.log(3.0)
+
+
+def test_background_weight_scales_the_background_term() -> None:
+    # student P_s = (1/2, 1/2); teacher P_t = (1/4, 3/4) (logits 0, ln 3)
+    # unweighted: -(1/4 ln 1/2 + 3/4 ln 1/2) = ln 2
+    # w = (1.5, 1): -(1.5 * 1/4 + 3/4) ln 1/2 = 1.125 ln 2
+    student = torch.zeros(1, 2)
+    teacher = torch.tensor([[0.0, LN3]])
+    assert weighted_soft_ce(student, teacher).item() == pytest.approx(LN2)
+    assert weighted_soft_ce(student, teacher, torch.tensor([1.5, 1.0])).item() == pytest.approx(1.125 * LN2)
+
+
+def test_temperature_squared_scaling() -> None:
+    # T = 2: teacher logits (0, 2 ln 3) give P_t = (1/4, 3/4); student (0, 0) gives (1/2, 1/2);
+    # the soft CE is ln 2, times T^2 = 4.
+    student = torch.zeros(1, 2)
+    teacher = torch.tensor([[0.0, 2 * LN3]])
+    assert weighted_soft_ce(student, teacher, T=2.0).item() == pytest.approx(4 * LN2)
+    assert hinton_kd(student, teacher, T=2.0).item() == pytest.approx(4 * LN2)
+
+
+def test_objectness_is_the_two_way_soft_ce() -> None:
+    torch.manual_seed(0)
+    zs, zt = torch.randn(50) * 3, torch.randn(50) * 3
+    as_two_way = weighted_soft_ce(
+        torch.stack([torch.zeros(50), zs], 1), torch.stack([torch.zeros(50), zt], 1), torch.tensor([1.5, 1.0]), T=2.0
+    )
+    assert objectness_soft_ce(zs, zt, bg_weight=1.5, T=2.0).item() == pytest.approx(as_two_way.item(), rel=1e-5)
+
+
+def test_bounded_l2_switches_per_sample_at_the_margin() -> None:
+    target = torch.zeros(4, 4)
+    student = torch.tensor([[1.0, 0, 0, 0], [2.0, 0, 0, 0], [0.5, 0, 0, 0], [1.0, 0, 0, 0]], requires_grad=True)
+    # squared errors: student 1, 4, 0.25, 1; teacher 1, 1, 1, 0.9999
+    teacher = torch.tensor([[1.0, 0, 0, 0], [1.0, 0, 0, 0], [1.0, 0, 0, 0], [math.sqrt(0.9999), 0, 0, 0]])
+    # m = 0: sample 0 ties (1 + 0 > 1 is false), sample 1 active (4), sample 2 beats the teacher,
+    # sample 3 is just worse than its teacher (1 > 0.9999): active (1) -> (4 + 1) / 4
+    loss = bounded_l2(student, teacher, target, margin=0.0)
+    assert loss.item() == pytest.approx(5 / 4)
+    loss.backward()
+    # d/dR of ||R - y||^2 / N on the active samples only: 2 (R - y) / 4
+    assert student.grad[:, 0].tolist() == pytest.approx([0.0, 1.0, 0.0, 0.5])
+    # m = 0.1 switches sample 0 on (1 + 0.1 > 1); m = 0.8 also sample 2 (0.25 + 0.8 > 1)
+    assert bounded_l2(student, teacher, target, margin=0.1).item() == pytest.approx(6 / 4)
+    assert bounded_l2(student, teacher, target, margin=0.8).item() == pytest.approx(6.25 / 4)
+
+
+def test_dist_equals_a_direct_pearson_computation() -> None:
+    rng = np.random.default_rng(0)
+    ys, yt = rng.normal(size=(7, 5)), rng.normal(size=(7, 5)) * 2
+    tau, beta, gamma = 2.0, 1.0, 0.5
+
+    def softmax(y: np.ndarray) -> np.ndarray:
+        e = np.exp(y / tau - (y / tau).max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    ps, pt = softmax(ys), softmax(yt)
+    inter = np.mean([1 - np.corrcoef(ps[i], pt[i])[0, 1] for i in range(7)])
+    intra = np.mean([1 - np.corrcoef(ps[:, j], pt[:, j])[0, 1] for j in range(5)])
+    expected = tau**2 * (beta * inter + gamma * intra)
+    got = dist_loss(torch.tensor(ys), torch.tensor(yt), tau=tau, beta=beta, gamma=gamma)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_hint_with_and_without_mask() -> None:
+    student = torch.zeros(1, 2, 2, 2)
+    teacher = torch.zeros(1, 2, 2, 2)
+    teacher[..., 0, 0] = 3.0  # the differing cell
+    teacher[..., 1, 1] = 100.0  # a padded cell, masked out below
+    mask = torch.ones(1, 1, 2, 2, dtype=torch.bool)
+    mask[..., 1, 1] = False
+    # valid cells: 3 per channel, one of them off by 3 -> L2: 9 / 3, L1: 3 / 3
+    assert hint_loss(student, teacher, mask, "l2").item() == pytest.approx(3.0)
+    assert hint_loss(student, teacher, mask, "l1").item() == pytest.approx(1.0)
+    assert hint_loss(student, teacher, None, "l1").item() == pytest.approx((3 + 100) / 4)
+    with pytest.raises(ValueError):
+        hint_loss(student, teacher, mask, "l3")
+
+
+def test_attention_ignores_channel_count_and_scale() -> None:
+    torch.manual_seed(0)
+    teacher = torch.randn(2, 4, 5, 5)
+    # the same attention map from 8 channels (two copies) at 3x the scale
+    student = torch.cat([teacher, teacher], dim=1) * 3.0
+    assert attention_transfer(student, teacher).item() == pytest.approx(0.0, abs=1e-10)
+    assert attention_transfer(torch.randn(2, 8, 5, 5), teacher).item() > 1e-3
+
+
+def inputs_of(kind: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Random (student, teacher, extra) of a loss kind; extra keeps the weights uniform."""
+    torch.manual_seed(1)
+    if kind == "logits":
+        return torch.randn(6, 4), torch.randn(6, 4), {}
+    if kind == "objectness":
+        return torch.randn(6), torch.randn(6), {"bg_weight": 1.0}
+    if kind == "regression":
+        return torch.randn(6, 4), torch.randn(6, 4), {"target": torch.randn(6, 4)}
+    if kind == "feature":
+        return torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), {"mask": torch.ones(2, 1, 4, 4, dtype=torch.bool)}
+    raise AssertionError(f"no inputs for kind {kind}")
+
+
+@pytest.mark.parametrize("name", DISTILL_LOSSES.names())
+def test_every_registered_loss(name: str) -> None:
+    loss = DISTILL_LOSSES.get(name)
+    student, teacher, extra = inputs_of(loss.kind)
+    student.requires_grad_(True)
+    teacher.requires_grad_(True)
+    value = loss(student, teacher, **extra)
+    assert value.dim() == 0 and torch.isfinite(value)
+    value.backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0, "the student learns"
+    assert teacher.grad is None, "nothing flows into the teacher"
+    # student equal to teacher: zero, or the minimum (zero gradient) for the cross-entropies
+    same = teacher.detach().clone().requires_grad_(True)
+    at_teacher = loss(same, teacher.detach(), **extra)
+    at_teacher.backward()
+    if loss.kind in ("logits", "objectness") and name != "dist":
+        assert same.grad.abs().max().item() < 1e-6
+    else:
+        assert at_teacher.item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_empty_inputs_give_zero() -> None:
+    empty = torch.zeros(0, 4, requires_grad=True)
+    assert weighted_soft_ce(empty, empty).item() == 0.0
+    assert bounded_l2(empty, empty, empty).item() == 0.0
+    assert objectness_soft_ce(torch.zeros(0), torch.zeros(0)).item() == 0.0
