@@ -1,0 +1,109 @@
+"""The frozen teacher, driven through its submodules (never ``teacher(images)``).
+
+Calling a torchvision detector on images would propose and NMS its own boxes; distillation
+needs the teacher's *dense* outputs (FPN features, RPN objectness and deltas on every anchor) and
+its RoI head's scores for the *student's* sampled proposals (Chen et al. section 3; method.md
+sections 3 and 4). So the teacher runs step by step: ``transform`` (its own resize: the teacher
+sees the image at its resolution) -> ``backbone`` -> ``rpn.head``; and, given boxes in its frame,
+``roi_heads.box_roi_pool -> box_head -> box_predictor``.
+
+The teacher is ``eval()`` and ``requires_grad_(False)``, lives outside the trained module (so the
+optimizer, ``.train()`` and DDP never reach it) and runs under ``torch.no_grad()``. Not
+``inference_mode``: its outputs enter the student's losses, and autograd refuses to save
+inference tensors for backward.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.models.detection import FasterRCNN
+
+from detkd.config import ModelSection
+from detkd.errors import DetkdError
+from detkd.models.presets import resolve_model_config
+
+# What makes two Faster R-CNNs the same architecture (resolution and proposal counts may differ).
+ARCHITECTURE_KEYS = ("backbone", "norm", "fpn_channels", "returned_layers")
+
+
+@dataclass
+class TeacherOutputs:
+    """The teacher's dense outputs for one batch (no grad).
+
+    ``image_sizes``: per image ``(h, w)`` after the teacher's resize; ``features``: the FPN maps
+    by level name, ``[B, C, H_l, W_l]``; ``objectness``: per level ``[B, A, H_l, W_l]``;
+    ``rpn_deltas``: per level ``[B, 4A, H_l, W_l]`` (same level order as ``features``).
+    """
+
+    image_sizes: list[tuple[int, int]]
+    features: OrderedDict[str, Tensor]
+    objectness: list[Tensor]
+    rpn_deltas: list[Tensor]
+
+
+def freeze_teacher(teacher: FasterRCNN) -> FasterRCNN:
+    """``eval()`` and ``requires_grad_(False)``; returns the same module."""
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@torch.no_grad()
+def run_teacher(teacher: FasterRCNN, images: Sequence[Tensor]) -> TeacherOutputs:
+    """The teacher's features and RPN maps for ``images`` (float CHW in [0, 1], any sizes)."""
+    if teacher.training:
+        raise RuntimeError("the teacher must be in eval() mode (use freeze_teacher)")
+    image_list, _ = teacher.transform(list(images))
+    features = teacher.backbone(image_list.tensors)
+    if isinstance(features, Tensor):
+        features = OrderedDict([("0", features)])
+    objectness, deltas = teacher.rpn.head(list(features.values()))
+    return TeacherOutputs([tuple(s) for s in image_list.image_sizes], features, objectness, deltas)
+
+
+@torch.no_grad()
+def teacher_roi_outputs(teacher: FasterRCNN, outputs: TeacherOutputs, boxes: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """The teacher's RoI head on given boxes.
+
+    Args:
+        boxes: per image ``[N_i, 4]`` xyxy in the teacher's resized frame (map the student's
+            proposals with :func:`detkd.distill.pairing.map_boxes_to_teacher`).
+    Returns:
+        ``class_logits`` ``[sum N_i, K + 1]`` and ``box_deltas`` ``[sum N_i, 4 (K + 1)]``.
+    """
+    heads = teacher.roi_heads
+    pooled = heads.box_roi_pool(outputs.features, list(boxes), outputs.image_sizes)
+    return heads.box_predictor(heads.box_head(pooled))
+
+
+def check_teacher_compatible(checkpoint: str, teacher_classes: Sequence[str], student_classes: Sequence[str],
+                             checkpoint_model: ModelSection, config_model: ModelSection) -> None:
+    """Stop with both sides named when the teacher checkpoint cannot teach this student.
+
+    The teacher must know the student's classes in the student's order (its logits are compared
+    class by class), and its checkpoint must hold the architecture the teacher config describes.
+    """
+    if tuple(teacher_classes) != tuple(student_classes):
+        raise DetkdError(
+            f"{checkpoint}: the teacher was trained on classes {list(teacher_classes)} "
+            f"({len(teacher_classes)}), the student's data has {list(student_classes)} ({len(student_classes)})"
+        )
+    saved, wanted = resolve_model_config(checkpoint_model), resolve_model_config(config_model)
+    differ = [k for k in ARCHITECTURE_KEYS if getattr(saved, k) != getattr(wanted, k)]
+    differ += [f"roi.{k}" for k in ("box_head_width",) if getattr(saved.roi, k) != getattr(wanted.roi, k)]
+    differ += [f"rpn.{k}" for k in ("anchor_sizes", "aspect_ratios") if getattr(saved.rpn, k) != getattr(wanted.rpn, k)]
+    if differ:
+        pairs = "; ".join(f"{k}: checkpoint {_get(saved, k)!r}, teacher config {_get(wanted, k)!r}" for k in differ)
+        raise DetkdError(f"{checkpoint}: the teacher checkpoint is another architecture than the teacher config says ({pairs})")
+
+
+def _get(section: ModelSection, dotted: str) -> object:
+    value: object = section
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
