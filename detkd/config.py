@@ -203,6 +203,74 @@ class Config:
     train: TrainSection = section(TrainSection)
 
 
+# --- distillation (``detkd distill``): Chen et al. 2017, docs/method.md sections 2-7 ----------
+
+CLS_LOSSES = ("soft_ce", "hinton", "dist")
+HINT_LOSSES = ("hint_l2", "hint_l1", "attention")
+
+
+@dataclass
+class TeacherSection:
+    """The frozen teacher: its config (for the architecture and resolution) and its checkpoint."""
+
+    config: str = opt("", "the teacher's YAML config (its model section builds the teacher)")
+    checkpoint: str = opt("", "the trained teacher's checkpoint (e.g. runs/.../best.pt)")
+
+
+@dataclass
+class ClsTermSection:
+    """Eq. 2/3: mu * hard CE + (1 - mu) * weight * soft term, on the RoI head or the RPN."""
+
+    enabled: bool = opt(True, "distil this head's classification")
+    mu: float = opt(0.5, "weight of the hard (ground-truth) term; the soft term gets 1 - mu")
+    weight: float = opt(1.0, "extra factor on the soft term")
+    bg_weight: float = opt(1.5, "w_0, the background class weight of the soft CE (paper: 1.5)")
+    temperature: float = opt(1.0, "T; the soft term is multiplied by T^2 when T != 1 (paper: 1)")
+    loss: str = opt("soft_ce", "soft_ce (Chen et al.) | hinton (uniform weights) | dist (DIST; RoI head only)",
+                    choices=CLS_LOSSES)
+
+
+@dataclass
+class RegTermSection:
+    """Eq. 4: the teacher-bounded L2 added to smooth-L1, per foreground sample."""
+
+    enabled: bool = opt(True, "add the bounded regression term")
+    nu: float = opt(0.5, "nu, its weight (paper: 0.5)")
+    margin: float = opt(0.0, "m: the term vanishes once the student beats the teacher by m")
+    bounded: bool = opt(True, "false: plain L2 to the ground truth on every foreground sample (the L2 ablation)")
+
+
+@dataclass
+class HintSection:
+    """Eq. 5/6: student FPN maps through 1x1-conv adaptation layers against the teacher's."""
+
+    enabled: bool = opt(True, "add the hint term")
+    gamma: float = opt(0.5, "gamma, its weight (paper: 0.5)")
+    loss: str = opt("hint_l2", "hint_l2 | hint_l1 | attention (attention transfer, no adaptation)",
+                    choices=HINT_LOSSES)
+    adaptation: bool = opt(True, "1x1-conv adaptation layers (false needs equal channel counts: the ablation)")
+    levels: list[str] | None = opt(None, "student FPN levels to hint (null: every paired level)")
+
+
+@dataclass
+class DistillSection:
+    """Each term on or off with its weights; an ablation is a config."""
+
+    rcn_cls: ClsTermSection = section(ClsTermSection, "RoI-head classification (eq. 2, 3)")
+    rpn_cls: ClsTermSection = section(ClsTermSection, "RPN objectness, as a 2-way distribution")
+    rcn_reg: RegTermSection = section(RegTermSection, "RoI-head bounded regression (eq. 4)")
+    rpn_reg: RegTermSection = section(RegTermSection, "RPN bounded regression (eq. 4)")
+    hint: HintSection = section(HintSection)
+
+
+@dataclass
+class DistillConfig(Config):
+    """A distillation run: a training config plus the teacher and the distillation terms."""
+
+    teacher: TeacherSection = section(TeacherSection)
+    distill: DistillSection = section(DistillSection)
+
+
 # ----------------------------------------------------------------------------------------------
 # Loading
 # ----------------------------------------------------------------------------------------------

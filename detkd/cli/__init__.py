@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from detkd import __version__
-from detkd.cli import data, evaluate, train, export
+from detkd.cli import data, distill, evaluate, export, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (data, evaluate, train, export)
+SUBCOMMANDS = (data, evaluate, train, distill, export)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation

@@ -75,26 +75,30 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.lr=0.01")
 
 
-def read_config(args: argparse.Namespace):  # -> detkd.config.Config
-    from detkd.config import load_config
+def read_config(args: argparse.Namespace, schema: type | None = None):  # -> detkd.config.Config
+    from detkd.config import Config, load_config
 
     if not os.path.isfile(args.config):
         raise DetkdError(f"{args.config}: config file not found")
     for text in args.overrides:
         if "=" not in text:
             raise DetkdError(f"{text!r}: an override is KEY=VALUE (e.g. train.lr=0.01)")
-    return load_config(args.config, args.overrides)
+    return load_config(args.config, args.overrides, schema=schema or Config)
 
 
 def run_train(args: argparse.Namespace) -> int:
     from detkd.engine.trainer import train
 
-    summary = train(read_config(args), resume=args.resume)
+    print_summary(train(read_config(args), resume=args.resume))
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    """The best checkpoint of a finished run (rank 0 only)."""
     best = summary["best"]
     if summary.get("is_main", True) and best["value"] is not None:
         print(f"best {best['metric']} = {best['value']:.4f} at epoch {best['epoch']}: "
               f"{os.path.join(summary['run_dir'], 'best.pt')}")
-    return 0
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -14,9 +14,18 @@ Chen et al., *Learning Efficient Object Detection Models with Knowledge Distilla
 
 Every function returns one unweighted scalar. The weights of the objective (eq. 1, 2, 4: the
 hard/soft balance ``mu`` and ``1 - mu``, ``nu``, the hint weight ``gamma``) are applied once, by
-the caller, where all terms are summed: the hard terms are torchvision's own ``loss_classifier``
-and ``loss_objectness``, so eq. 2 is ``mu * hard + (1 - mu) * soft`` with both terms logged.
-Teacher inputs are treated as constants (detached) everywhere.
+the caller, where all terms are summed (``DistillTask.loss_weights``, summed by the engine's
+``weighted_total``). There is deliberately no ``distill_cls_loss``: the hard terms of eq. 2 are
+torchvision's own ``loss_classifier`` / ``loss_objectness``, so eq. 2 is the weighted sum
+``mu * loss_classifier + (1 - mu) * weighted_soft_ce(...)`` (and the same for the RPN), each term
+logged weighted and unweighted. Likewise eq. 4's ``L_sL1 + nu * L_b``: ``loss_box_reg`` (weight
+1) plus :func:`bounded_l2` (weight nu).
+
+Teacher inputs are constants: they are detached, so gradients reach only the student. They may
+be inference tensors (a teacher run under ``torch.inference_mode``): every function first derives
+new tensors from them, never saving them for backward as they are.
+Normalisation, per term: the cross-entropies and the bounded L2 average over the N samples they
+are given, the hints over valid cells x channels, attention transfer and DIST over images/rows.
 """
 
 from __future__ import annotations
@@ -42,7 +51,8 @@ def weighted_soft_ce(
         student_logits, teacher_logits: ``[N, C]`` (C = K + 1 for the RCN, background = 0).
         class_weights: ``[C]`` w_c (the paper: 1.5 for background, 1 otherwise); None: all 1.
         T: temperature; P = softmax(Z / T). With T != 1 the loss is multiplied by T^2 (Hinton).
-    Returns: a scalar; 0 for N = 0.
+    Returns: a scalar; 0 for N = 0. Minimal (not zero: the teacher's weighted entropy) and with
+    zero gradient when the student's logits equal the teacher's.
     """
     if student_logits.numel() == 0:
         return student_logits.sum() * 0.0
@@ -77,7 +87,8 @@ def bounded_l2(student: Tensor, teacher: Tensor, target: Tensor, margin: float =
         student, teacher, target: ``[N, 4]`` encoded box deltas of the same N foreground samples
             (RPN anchors, or RCN proposals with the deltas of their ground-truth class).
         margin: m; the student is penalised until it beats the teacher by m.
-    Returns: the sum of the active terms divided by N (0 for N = 0).
+    Returns: the sum of the active terms divided by N, the number of samples passed (inactive ones
+    count in N, as in eq. 1's 1/N); 0 for N = 0. The switch itself carries no gradient.
     """
     if student.numel() == 0:
         return student.sum() * 0.0
@@ -104,8 +115,13 @@ def hint_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, kind
         teacher: ``[B, C, H, W]`` the hint Z, aligned to the student's grid.
         mask: ``[B, 1, H, W]`` bool, the cells inside both models' un-padded image area.
         kind: ``"l2"`` (squared error) or ``"l1"`` (absolute error).
-    Returns: the error averaged over the valid cells and the channels.
+    Returns: the error averaged over the valid cells and the channels: ``sum(mask * err) /
+    (#valid cells * C)``; FitNets and Chen et al. write the (half) squared norm, a sum — the mean
+    keeps the scale independent of image size and channel count (gamma absorbs the difference).
     """
+    if student.shape != teacher.shape:
+        raise ValueError(f"hint: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ "
+                         "(adapt the channels and align the grids first)")
     diff = student - teacher.detach()
     if kind == "l2":
         return masked_mean(diff.pow(2), mask)
@@ -128,7 +144,13 @@ def attention_transfer(student: Tensor, teacher: Tensor, mask: Tensor | None = N
     Args:
         student: ``[B, Cs, H, W]``; teacher: ``[B, Ct, H, W]`` (channel counts may differ: no
             adaptation layer is needed); mask: ``[B, 1, H, W]`` valid cells.
+    Returns: the squared L2 distance of the normalised maps, summed over cells, mean over the B
+    images (the paper's code averages the same over cells too; its text writes the unsquared
+    norm). Invariant to the scale of either map and to channel duplication.
     """
+    if student.shape[0] != teacher.shape[0] or student.shape[-2:] != teacher.shape[-2:]:
+        raise ValueError(f"attention: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} "
+                         "must share batch and grid")
     diff = attention_map(student, mask, p) - attention_map(teacher.detach(), mask, p)
     return diff.pow(2).sum(dim=1).mean()
 
@@ -147,7 +169,9 @@ def dist_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0, 
     Args:
         student_logits, teacher_logits: ``[B, C]``, the RCN logits of the B sampled RoIs.
     ``L_inter`` = mean over samples of d_p across classes; ``L_intra`` = mean over classes of
-    d_p across samples; P = softmax(Y / tau).
+    d_p across samples; P = softmax(Y / tau). d_p(u, v) = 1 - cov(u, v) / (std(u) std(v) + eps),
+    so a constant row or column (zero variance) counts as uncorrelated rather than NaN. With
+    fewer than two samples there is no relation across samples: returns 0.
     """
     if student_logits.shape[0] < 2:
         return student_logits.sum() * 0.0
@@ -159,7 +183,10 @@ def dist_loss(student_logits: Tensor, teacher_logits: Tensor, tau: float = 1.0, 
 
 
 def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) -> Tensor:
-    """Hinton et al. 2015: the soft cross-entropy with uniform class weights at T > 1, times T^2."""
+    """Hinton et al. 2015: :func:`weighted_soft_ce` with uniform class weights, times T^2.
+
+    ``[N, C]`` logits. Hinton uses T > 1 (softer targets); that is the intended use, not enforced.
+    """
     return weighted_soft_ce(student_logits, teacher_logits, None, T)
 
 

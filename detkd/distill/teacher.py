@@ -7,10 +7,21 @@ sections 3 and 4). So the teacher runs step by step: ``transform`` (its own resi
 sees the image at its resolution) -> ``backbone`` -> ``rpn.head``; and, given boxes in its frame,
 ``roi_heads.box_roi_pool -> box_head -> box_predictor``.
 
-The teacher is ``eval()`` and ``requires_grad_(False)``, lives outside the trained module (so the
-optimizer, ``.train()`` and DDP never reach it) and runs under ``torch.no_grad()``. Not
-``inference_mode``: its outputs enter the student's losses, and autograd refuses to save
-inference tensors for backward.
+The teacher is ``eval()`` and ``requires_grad_(False)`` (:func:`freeze_teacher`) and runs under
+``torch.no_grad()``. Keeping it outside the trained module, so that the optimizer, ``.train()``
+and DDP never reach it, and checking that no teacher parameter is in the optimizer are the
+trainer's job. Not ``torch.inference_mode``: its outputs enter the student's losses as constants,
+and autograd refuses to save inference tensors for backward -- checked with torch 2.14:
+``F.mse_loss(student, teacher_inference_tensor).backward()`` and ``(student * t).sum().backward()``
+raise "Inference tensors cannot be saved for backward" (a soft CE happens to work only because
+``softmax(t)`` makes a normal tensor first). ``no_grad`` costs the same here: nothing is recorded.
+
+torchvision internals relied on (0.29): ``FasterRCNN.{transform, backbone, rpn, roi_heads}``;
+``GeneralizedRCNNTransform.__call__(images) -> (ImageList, targets)`` (resize to its own
+``min_size``/``max_size``, normalise, pad to ``size_divisible``); ``RPNHead.__call__(list of maps)
+-> (objectness, deltas)`` per level; ``RoIHeads.{box_roi_pool, box_head, box_predictor}`` with
+``MultiScaleRoIAlign(features, boxes, image_shapes)`` (it infers each level's scale from the
+feature and image sizes and ignores the ``"pool"`` level).
 """
 
 from __future__ import annotations
@@ -47,7 +58,11 @@ class TeacherOutputs:
 
 
 def freeze_teacher(teacher: FasterRCNN) -> FasterRCNN:
-    """``eval()`` and ``requires_grad_(False)``; returns the same module."""
+    """``eval()`` and ``requires_grad_(False)``; returns the same module.
+
+    That no teacher parameter ends up in an optimizer (the teacher is not a submodule of the
+    trained module) is for the trainer to check.
+    """
     teacher.eval()
     teacher.requires_grad_(False)
     return teacher
@@ -55,7 +70,11 @@ def freeze_teacher(teacher: FasterRCNN) -> FasterRCNN:
 
 @torch.no_grad()
 def run_teacher(teacher: FasterRCNN, images: Sequence[Tensor]) -> TeacherOutputs:
-    """The teacher's features and RPN maps for ``images`` (float CHW in [0, 1], any sizes)."""
+    """The teacher's features and RPN maps for ``images`` (float CHW in [0, 1], any sizes, on the
+    teacher's device), at the teacher's own resolution (its ``transform`` resizes them).
+
+    Never calls ``teacher(images)`` (that would propose and NMS its own boxes).
+    """
     if teacher.training:
         raise RuntimeError("the teacher must be in eval() mode (use freeze_teacher)")
     image_list, _ = teacher.transform(list(images))

@@ -210,6 +210,8 @@ class Trainer:
             losses = self.task.step(self.model, images, targets)
         total = weighted_total(losses, self.task.loss_weights)
         values = self.check_finite(losses, total, targets)
+        weights = self.task.loss_weights
+        values.update({f"{k}_weighted": weights[k] * values[k] for k in losses if weights.get(k, 1.0) != 1.0})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.cfg.train.clip_grad_norm:

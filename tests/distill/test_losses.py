@@ -148,3 +148,27 @@ def test_empty_inputs_give_zero() -> None:
     assert weighted_soft_ce(empty, empty).item() == 0.0
     assert bounded_l2(empty, empty, empty).item() == 0.0
     assert objectness_soft_ce(torch.zeros(0), torch.zeros(0)).item() == 0.0
+
+
+def test_required_names_are_registered() -> None:
+    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton"}
+    assert names <= set(DISTILL_LOSSES.names())
+
+
+@pytest.mark.parametrize("name", DISTILL_LOSSES.names())
+def test_teacher_outputs_from_inference_mode(name: str) -> None:
+    # a teacher run under torch.inference_mode gives inference tensors, which autograd may not save
+    loss = DISTILL_LOSSES.get(name)
+    student, teacher, extra = inputs_of(loss.kind)
+    with torch.inference_mode():
+        teacher = teacher * 1.0
+    student.requires_grad_(True)
+    loss(student, teacher, **extra).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+
+
+def test_feature_losses_refuse_misaligned_maps() -> None:
+    with pytest.raises(ValueError, match="adapt"):
+        hint_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))
+    with pytest.raises(ValueError, match="grid"):
+        attention_transfer(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 5, 4))

@@ -1,0 +1,65 @@
+"""Building the distillation task from a :class:`~detkd.config.DistillConfig`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import torch
+from torchvision.models.detection import FasterRCNN
+
+from detkd.config import DistillConfig, config_from_dict, load_config
+from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
+from detkd.distill.task import DistillModule, DistillTask, build_adapters, loss_weights
+from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
+from detkd.engine.data import resolve_source
+from detkd.errors import DetkdError
+from detkd.models import build_model
+from detkd.models.presets import resolve_model_config
+from detkd.models.weights import load_checkpoint_weights
+
+log = logging.getLogger("detkd")
+
+
+def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
+    """The student of ``cfg.model``, its adapters and the frozen teacher of ``cfg.teacher``."""
+    teacher = load_teacher(cfg, num_classes)
+    student = build_model(cfg.model, num_classes)
+    (strides_s, channels_s), (strides_t, channels_t) = feature_layout(student.backbone), feature_layout(teacher.backbone)
+    scale = resolve_model_config(cfg.model).min_size / teacher.transform.min_size[0]
+    pairing = pair_levels(strides_s, strides_t, scale)
+    log.info("distillation level pairing: %s", pairing.describe())
+    terms = cfg.distill
+    matched = rpn_pairs(pairing, student.rpn.anchor_generator, teacher.rpn.anchor_generator)
+    if (terms.rpn_cls.enabled or terms.rpn_reg.enabled) and not matched:
+        log.warning("RPN distillation is off for this pair: no paired level has the same anchors (aspect ratios, "
+                    "and sizes in teacher pixels) in student and teacher; align model.rpn.anchor_sizes / "
+                    "aspect_ratios to compare the RPNs")
+        terms = dataclasses.replace(terms, rpn_cls=dataclasses.replace(terms.rpn_cls, enabled=False),
+                                    rpn_reg=dataclasses.replace(terms.rpn_reg, enabled=False))
+    elif terms.rpn_cls.enabled or terms.rpn_reg.enabled:
+        log.info("RPN distillation on the level pairs with matching anchors: %s", ", ".join(f"{a}->{b}" for a, b in matched))
+    adapters = build_adapters(pairing, channels_s, channels_t, terms)
+    return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched)
+
+
+def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
+    """The teacher of ``teacher.config``, with the weights of ``teacher.checkpoint``, frozen."""
+    path = cfg.teacher.checkpoint
+    if not cfg.teacher.config or not path:
+        raise DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and best.pt)")
+    if not os.path.isfile(path):
+        raise DetkdError(f"{path}: teacher checkpoint not found")
+    teacher_cfg = load_config(cfg.teacher.config)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = state.get("config") if isinstance(state, dict) else None
+    saved_model = config_from_dict(saved, path).model if isinstance(saved, dict) else teacher_cfg.model
+    saved_classes = state.get("classes") if isinstance(state, dict) else None
+    student_classes = resolve_source(cfg.data).classes or saved_classes or []
+    if saved_classes is not None:
+        check_teacher_compatible(path, saved_classes, student_classes, saved_model, teacher_cfg.model)
+    if saved_classes is not None and len(saved_classes) + 1 != num_classes:
+        raise DetkdError(f"{path}: the teacher has {len(saved_classes)} classes, the student's data {num_classes - 1}")
+    teacher = build_model(teacher_cfg.model, num_classes)
+    load_checkpoint_weights(teacher, path)
+    return freeze_teacher(teacher)

@@ -1,0 +1,204 @@
+"""The distillation task: the student and its adaptation layers trained against a frozen teacher.
+
+``DistillModule`` (what DDP wraps and the optimizer trains) holds the student detector and the
+1x1-conv adaptation layers; the teacher stays outside it. ``DistillTask.step`` returns one dict of
+named, unweighted terms: torchvision's four detection losses and the distillation terms
+(``distill_rcn_cls``, ``distill_rpn_cls``, ``distill_rcn_reg``, ``distill_rpn_reg``,
+``distill_hint``); ``loss_weights`` (eq. 1, 2, 4: mu, 1 - mu, nu, gamma) are applied once, by the
+engine. The exported student (``detkd export``) drops the adaptation layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import FasterRCNN
+
+from detkd.config import DistillSection
+from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, weighted_soft_ce
+from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
+from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
+from detkd.distill.teacher import TeacherOutputs, run_teacher, teacher_roi_outputs
+from detkd.errors import DetkdError
+
+log = logging.getLogger("detkd")
+
+
+class DistillModule(nn.Module):
+    """The trained module: ``student`` (a torchvision FasterRCNN) and ``adapters`` (by student level)."""
+
+    def __init__(self, student: FasterRCNN, adapters: nn.ModuleDict) -> None:
+        super().__init__()
+        self.student = student
+        self.adapters = adapters
+
+    def forward(self, images: list[Tensor], targets: list[dict]) -> StudentOutputs:
+        return student_forward(self.student, images, targets)
+
+
+def build_adapters(pairing: LevelPairing, channels_s: dict[str, int], channels_t: dict[str, int],
+                   hint: DistillSection) -> nn.ModuleDict:
+    """One 1x1 conv (student channels -> teacher channels) per hinted level (eq. 5, A)."""
+    adapters = nn.ModuleDict()
+    if not hint.hint.enabled or hint.hint.loss == "attention":
+        return adapters
+    for s, t in hinted_pairs(pairing, hint):
+        if hint.hint.adaptation:
+            adapters[s] = nn.Conv2d(channels_s[s], channels_t[t], kernel_size=1)
+        elif channels_s[s] != channels_t[t]:
+            raise DetkdError(f"distill.hint.adaptation=false needs equal channels; student level {s} has "
+                             f"{channels_s[s]}, teacher level {t} has {channels_t[t]}")
+    return adapters
+
+
+def hinted_pairs(pairing: LevelPairing, terms: DistillSection) -> list[tuple[str, str]]:
+    """The level pairs the hint uses (``distill.hint.levels``, or every pair)."""
+    levels = terms.hint.levels
+    if levels:
+        unknown = sorted(set(levels) - {s for s, _ in pairing.pairs})
+        if unknown:
+            raise DetkdError(f"distill.hint.levels: {unknown} are not paired student levels ({pairing.describe()})")
+        return [p for p in pairing.pairs if p[0] in levels]
+    return list(pairing.pairs)
+
+
+def loss_weights(terms: DistillSection) -> dict[str, float]:
+    """Eq. 1/2/4: mu on the hard terms, (1 - mu) * weight on the soft ones, nu, gamma."""
+    weights = {"loss_classifier": 1.0, "loss_box_reg": 1.0, "loss_objectness": 1.0, "loss_rpn_box_reg": 1.0}
+    for head, hard in (("rcn", "loss_classifier"), ("rpn", "loss_objectness")):
+        cls = getattr(terms, f"{head}_cls")
+        if cls.enabled:
+            weights[hard] = cls.mu
+            weights[f"distill_{head}_cls"] = (1.0 - cls.mu) * cls.weight
+        reg = getattr(terms, f"{head}_reg")
+        if reg.enabled:
+            weights[f"distill_{head}_reg"] = reg.nu
+    if terms.hint.enabled:
+        weights["distill_hint"] = terms.hint.gamma
+    return weights
+
+
+@dataclass
+class DistillTask:
+    """The engine's task for ``detkd distill`` (see the module docstring)."""
+
+    module: DistillModule
+    teacher: FasterRCNN
+    pairing: LevelPairing
+    terms: DistillSection
+    loss_weights: dict[str, float]
+    rpn_pairs: tuple[tuple[str, str], ...] = ()
+    find_unused_parameters: bool = False
+
+    @property
+    def detector(self) -> FasterRCNN:
+        return self.module.student
+
+    def step(self, model: nn.Module, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
+        """Student pass (through ``model``, DDP-wrapped or not), teacher pass, all terms."""
+        self.teacher.to(images[0].device)
+        out: StudentOutputs = model(images, targets)
+        teacher = run_teacher(self.teacher, images)
+        losses = dict(out.losses)
+        terms = self.terms
+        if terms.rcn_cls.enabled or terms.rcn_reg.enabled:
+            losses.update(self.rcn_terms(out, teacher))
+        if terms.rpn_cls.enabled or terms.rpn_reg.enabled:
+            losses.update(self.rpn_terms(out, teacher))
+        if terms.hint.enabled:
+            losses["distill_hint"] = self.hint_term(out, teacher)
+        return losses
+
+    def rcn_terms(self, out: StudentOutputs, teacher: TeacherOutputs) -> dict[str, Tensor]:
+        """Soft classification and bounded regression on the student's sampled proposals."""
+        roi, terms = out.roi, self.terms
+        mapped = map_boxes_to_teacher(roi.proposals, scale_factors(out.image_sizes, teacher.image_sizes))
+        t_logits, t_deltas = teacher_roi_outputs(self.teacher, teacher, [m.to(roi.class_logits.dtype) for m in mapped])
+        result = {}
+        if terms.rcn_cls.enabled:
+            result["distill_rcn_cls"] = cls_term(roi.class_logits, t_logits, terms.rcn_cls)
+        if terms.rcn_reg.enabled:
+            fg = torch.where(roi.labels > 0)[0]
+            cols = roi.labels[fg, None] * 4 + torch.arange(4, device=fg.device)
+            s_reg = roi.box_regression[fg[:, None], cols]
+            t_reg = t_deltas[fg[:, None], cols]
+            result["distill_rcn_reg"] = reg_term(s_reg, t_reg, roi.targets[fg], terms.rcn_reg)
+        return result
+
+    def rpn_terms(self, out: StudentOutputs, teacher: TeacherOutputs) -> dict[str, Tensor]:
+        """The same on the RPN's sampled anchors, with the teacher's maps on the student's grid."""
+        t_logits, t_deltas, valid = teacher_at_anchors(out, teacher, self.pairing, self.rpn_pairs)
+        rpn, terms, result = out.rpn, self.terms, {}
+        if terms.rpn_cls.enabled:
+            cls = terms.rpn_cls
+            result["distill_rpn_cls"] = objectness_soft_ce(rpn.logits[valid], t_logits[valid], cls.bg_weight, cls.temperature)
+        if terms.rpn_reg.enabled:
+            pos = valid.clone()
+            pos[rpn.num_positive :] = False
+            result["distill_rpn_reg"] = reg_term(rpn.deltas[pos], t_deltas[pos], rpn.targets[pos], terms.rpn_reg)
+        return result
+
+    def hint_term(self, out: StudentOutputs, teacher: TeacherOutputs) -> Tensor:
+        """Eq. 5/6 averaged over the hinted level pairs, on the valid (un-padded) cells."""
+        hint = self.terms.hint
+        loss = DISTILL_LOSSES.get(hint.loss)
+        values = []
+        for s, t in hinted_pairs(self.pairing, self.terms):
+            feat = out.features[s]
+            aligned, valid = align_teacher_map(teacher.features[t], feat.shape[-2:], out.image_sizes,
+                                               teacher.image_sizes, self.pairing.student_strides[s],
+                                               self.pairing.teacher_strides[t], self.pairing.mode)
+            if s in self.module.adapters:
+                feat = self.module.adapters[s](feat)
+            values.append(loss(feat, aligned, mask=valid))
+        return torch.stack(values).mean()
+
+
+def cls_term(student: Tensor, teacher: Tensor, cfg) -> Tensor:
+    """The configured soft classification term on ``[N, K + 1]`` logits."""
+    if cfg.loss == "dist":
+        return DISTILL_LOSSES.get("dist")(student, teacher, tau=cfg.temperature)
+    if cfg.loss == "hinton":
+        return weighted_soft_ce(student, teacher, None, cfg.temperature)
+    weights = torch.ones(student.shape[1], device=student.device)
+    weights[0] = cfg.bg_weight
+    return weighted_soft_ce(student, teacher, weights, cfg.temperature)
+
+
+def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg) -> Tensor:
+    """Eq. 4 (``bounded``), or plain L2 to the target on every sample (the L2 ablation)."""
+    if cfg.bounded:
+        return bounded_l2(student, teacher, target, cfg.margin)
+    if student.numel() == 0:
+        return student.sum() * 0.0
+    return (student - target).pow(2).sum(dim=1).mean()
+
+
+def teacher_at_anchors(out: StudentOutputs, teacher: TeacherOutputs, pairing: LevelPairing,
+                       pairs: tuple[tuple[str, str], ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """The teacher's objectness ``[S]`` and deltas ``[S, 4]`` at the student's sampled anchors, and
+    ``valid`` ``[S]``: the anchor's level has a partner with the same anchors (``pairs``, from
+    :func:`~detkd.distill.pairing.rpn_pairs`) and its cell lies on both images."""
+    partner = dict(pairs)
+    t_index = {name: i for i, name in enumerate(teacher.features)}
+    objectness: list[Tensor | None] = []
+    deltas: list[Tensor | None] = []
+    masks: list[Tensor | None] = []
+    for lvl, s in enumerate(out.features):
+        if s not in partner:
+            objectness.append(None), deltas.append(None), masks.append(None)
+            continue
+        t = partner[s]
+        args = (out.objectness[lvl].shape[-2:], out.image_sizes, teacher.image_sizes,
+                pairing.student_strides[s], pairing.teacher_strides[t], pairing.mode)
+        obj, ok = align_teacher_map(teacher.objectness[t_index[t]], *args)
+        objectness.append(obj)
+        deltas.append(align_teacher_map(teacher.rpn_deltas[t_index[t]], *args)[0])
+        masks.append(ok.expand_as(obj).to(obj.dtype))
+    t_obj, present = gather_at_anchors(objectness, out.rpn)
+    t_deltas, _ = gather_at_anchors(deltas, out.rpn, per_anchor=4)
+    inside, _ = gather_at_anchors(masks, out.rpn)
+    return t_obj[:, 0], t_deltas, present & (inside[:, 0] > 0)

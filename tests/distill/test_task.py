@@ -1,0 +1,175 @@
+"""The distillation task end to end: every term combination, students of both kinds, the teacher
+untouched, the terms decreasing, and the bad-input errors."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkd.config import DistillConfig, config_to_dict, load_config
+from detkd.data.synth import SYNTH_CLASSES
+from detkd.distill.build import build_distill_task
+from detkd.errors import DetkdError
+from detkd.models import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+TERMS = ("rcn_cls", "rpn_cls", "rcn_reg", "rpn_reg", "hint")
+NUM_CLASSES = len(SYNTH_CLASSES) + 1
+TEACHER_SIZE = ["model.min_size=128", "model.max_size=192"]
+STUDENT_SIZE = {"small": ["model.min_size=128", "model.max_size=192"], "lowres": ["model.min_size=64", "model.max_size=96"]}
+
+
+@pytest.fixture(scope="module")
+def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A teacher config (the synth teacher at 128 px) and a checkpoint of it (random weights)."""
+    folder = tmp_path_factory.mktemp("teacher")
+    config = folder / "teacher.yaml"
+    config.write_text(f"_base_: {REPO / 'configs' / 'synth' / 'teacher.yaml'}\nmodel: {{min_size: 128, max_size: 192}}\n")
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, NUM_CLASSES)
+    checkpoint = folder / "best.pt"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(SYNTH_CLASSES)}, checkpoint)
+    return config, checkpoint
+
+
+def distill_config(kind: str, teacher_files: tuple[Path, Path], *overrides: str) -> DistillConfig:
+    config, checkpoint = teacher_files
+    return load_config(REPO / "configs" / "synth" / f"distill_{kind}.yaml",
+                       [f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", "data.classes=null",
+                        *STUDENT_SIZE[kind], *overrides], schema=DistillConfig)
+
+
+def batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.rand(3, 128, 160, generator=g), torch.rand(3, 120, 128, generator=g)]
+    targets = [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0], [80.0, 20.0, 150.0, 100.0]]),
+                "labels": torch.tensor([1, 3]), "image_id": "a"},
+               {"boxes": torch.tensor([[5.0, 5.0, 60.0, 50.0]]), "labels": torch.tensor([2]), "image_id": "b"}]
+    return images, targets
+
+
+def train_steps(task, steps: int, lr: float = 1e-3) -> list[dict[str, float]]:
+    params = [p for p in task.module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr)
+    task.module.train()
+    history = []
+    for i in range(steps):
+        images, targets = batch(i % 4)
+        losses = task.step(task.module, images, targets)
+        total = sum(task.loss_weights.get(k, 1.0) * v for k, v in losses.items())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+        history.append({k: v.item() for k, v in losses.items()})
+    return history
+
+
+@pytest.mark.parametrize("kind", ["small", "lowres"])
+def test_every_combination_of_terms_trains(kind: str, teacher_files: tuple[Path, Path]) -> None:
+    for switches in itertools.product((False, True), repeat=len(TERMS)):
+        overrides = [f"distill.{t}.enabled={str(on).lower()}" for t, on in zip(TERMS, switches)]
+        torch.manual_seed(0)
+        task = build_distill_task(distill_config(kind, teacher_files, *overrides), NUM_CLASSES)
+        history = train_steps(task, 2)
+        expected = {f"distill_{t}" for t, on in zip(TERMS, switches) if on}
+        assert {k for k in history[-1] if k.startswith("distill_")} == expected, overrides
+        assert all(torch.isfinite(torch.tensor(v)) for h in history for v in h.values())
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill.rcn_cls.loss=dist"], ["distill.rcn_cls.loss=hinton", "distill.rcn_cls.temperature=4"],
+    ["distill.hint.loss=attention"], ["distill.hint.loss=hint_l1"], ["distill.hint.adaptation=false"],
+    ["distill.rcn_reg.bounded=false", "distill.rpn_reg.bounded=false"], ["distill.hint.levels=['0','1']"],
+])
+def test_alternative_terms_train(overrides: list[str], teacher_files: tuple[Path, Path]) -> None:
+    task = build_distill_task(distill_config("lowres", teacher_files, *overrides), NUM_CLASSES)
+    history = train_steps(task, 2)
+    assert all(torch.isfinite(torch.tensor(v)) for h in history for v in h.values())
+
+
+def test_teacher_untouched_and_gradients_reach_student_and_adapters(teacher_files: tuple[Path, Path]) -> None:
+    task = build_distill_task(distill_config("lowres", teacher_files), NUM_CLASSES)
+    before = copy.deepcopy(task.teacher.state_dict())
+    assert not task.teacher.training and not any(p.requires_grad for p in task.teacher.parameters())
+    assert all(not any(p is q for q in task.module.parameters()) for p in task.teacher.parameters())
+    images, targets = batch()
+    losses = task.step(task.module, images, targets)
+    sum(task.loss_weights.get(k, 1.0) * v for k, v in losses.items()).backward()
+    assert all(a.weight.grad is not None and a.weight.grad.abs().sum() > 0 for a in task.module.adapters.values())
+    assert task.module.student.backbone.body.conv1.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in task.teacher.parameters())
+    after = task.teacher.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert "level shift k=1" in task.pairing.describe()
+
+
+def test_a_short_distillation_lowers_every_term(teacher_files: tuple[Path, Path]) -> None:
+    torch.manual_seed(0)
+    task = build_distill_task(distill_config("lowres", teacher_files), NUM_CLASSES)
+    history = train_steps(task, 60, lr=2e-3)
+    for term in (k for k in history[0] if k.startswith("distill_")):
+        first = sum(h[term] for h in history[:20]) / 20
+        last = sum(h[term] for h in history[-20:]) / 20
+        assert last < first, f"{term}: {first:.4f} -> {last:.4f}"
+
+
+def test_a_teacher_of_other_classes_is_refused(teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = teacher_files
+    state = torch.load(checkpoint, weights_only=True)
+    state["classes"] = list(SYNTH_CLASSES[:-1]) + ["zebra"]
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    cfg = distill_config("small", (config, other))
+    with pytest.raises(DetkdError, match=r"other\.pt: the teacher was trained on classes .*zebra"):
+        build_distill_task(cfg, NUM_CLASSES)
+
+
+def test_a_teacher_of_another_architecture_is_refused(teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    _, checkpoint = teacher_files
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(f"_base_: {REPO / 'configs' / 'synth' / 'student_small.yaml'}\n")
+    cfg = distill_config("small", (tiny, checkpoint))
+    with pytest.raises(DetkdError, match="another architecture"):
+        build_distill_task(cfg, NUM_CLASSES)
+
+
+def test_detkd_distill_runs_and_its_student_exports_to_plain_torchvision(
+    teacher_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detkd.cli import main
+    from detkd.data.synth import ensure_synth
+    from detkd.models.export import export_student
+
+    config, checkpoint = teacher_files
+    root = ensure_synth(str(tmp_path / "synth"), 10, 0)
+    run = tmp_path / "run"
+    code = main(["distill", str(REPO / "configs" / "synth" / "distill_lowres.yaml"), f"output_dir={run}",
+                 f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", f"data.root={root}",
+                 "data.synth.images=10", "data.num_workers=0", "data.limit=4", "device=cpu", "train.epochs=1",
+                 *STUDENT_SIZE["lowres"]])
+    assert code == 0, capsys.readouterr().err
+    logged = (run / "metrics.jsonl").read_text()
+    assert '"distill_hint"' in logged and '"distill_hint_weighted"' in logged
+    state = torch.load(run / "last.pt", weights_only=True)
+    assert any(k.startswith("adapters.") for k in state["module"])
+    export_student(str(run / "last.pt"), str(tmp_path / "student.pt"))
+    plain = build_model(distill_config("lowres", teacher_files).model, NUM_CLASSES)
+    plain.load_state_dict(torch.load(tmp_path / "student.pt", weights_only=True), strict=True)
+
+
+def test_a_three_level_mobilenet_student_learns_from_a_five_level_teacher(teacher_files: tuple[Path, Path]) -> None:
+    # torchvision's MobileNetV3-Large FPN: 3 levels (strides 32, 32, 64), 256 channels, 15 anchors
+    # a cell: hints pair it with the teacher's stride-32 and pool levels through adapters; its
+    # anchors match none of the teacher's, so the RPN terms are switched off (with a warning)
+    overrides = ["model.preset=null", "model.backbone=mobilenet_v3_large", "model.norm=gn",
+                 "model.trainable_layers=6", "model.rpn.anchor_layout=all_levels"]
+    task = build_distill_task(distill_config("small", teacher_files, *overrides), NUM_CLASSES)
+    assert task.pairing.pairs == (("0", "3"), ("1", "3"), ("pool", "pool"))
+    assert {s: a.in_channels for s, a in task.module.adapters.items()} == {"0": 256, "1": 256, "pool": 256}
+    history = train_steps(task, 2)
+    assert {k for k in history[-1] if k.startswith("distill_")} == {"distill_rcn_cls", "distill_rcn_reg", "distill_hint"}
