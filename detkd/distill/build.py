@@ -30,6 +30,9 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     pairing = pair_levels(strides_s, strides_t, scale)
     log.info("distillation level pairing: %s", pairing.describe())
     terms = cfg.distill
+    if terms.rpn_cls.enabled and terms.rpn_cls.loss == "dist":
+        raise DetkdError("distill.rpn_cls.loss: dist relates classes across RoIs and applies to the RoI head only "
+                         "(distill.rcn_cls.loss=dist); use soft_ce or hinton for the RPN")
     matched = rpn_pairs(pairing, student.rpn.anchor_generator, teacher.rpn.anchor_generator)
     if (terms.rpn_cls.enabled or terms.rpn_reg.enabled) and not matched:
         log.warning("RPN distillation is off for this pair: no paired level has the same anchors (aspect ratios, "

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import DistillSection
+from detkd.config import ClsTermSection, DistillSection, RegTermSection
 from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, weighted_soft_ce
 from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
 from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
@@ -134,7 +134,8 @@ class DistillTask:
         rpn, terms, result = out.rpn, self.terms, {}
         if terms.rpn_cls.enabled:
             cls = terms.rpn_cls
-            result["distill_rpn_cls"] = objectness_soft_ce(rpn.logits[valid], t_logits[valid], cls.bg_weight, cls.temperature)
+            bg_weight = 1.0 if cls.loss == "hinton" else cls.bg_weight  # Hinton: uniform weights
+            result["distill_rpn_cls"] = objectness_soft_ce(rpn.logits[valid], t_logits[valid], bg_weight, cls.temperature)
         if terms.rpn_reg.enabled:
             pos = valid.clone()
             pos[rpn.num_positive :] = False
@@ -157,7 +158,7 @@ class DistillTask:
         return torch.stack(values).mean()
 
 
-def cls_term(student: Tensor, teacher: Tensor, cfg) -> Tensor:
+def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection) -> Tensor:
     """The configured soft classification term on ``[N, K + 1]`` logits."""
     if cfg.loss == "dist":
         return DISTILL_LOSSES.get("dist")(student, teacher, tau=cfg.temperature)
@@ -168,7 +169,7 @@ def cls_term(student: Tensor, teacher: Tensor, cfg) -> Tensor:
     return weighted_soft_ce(student, teacher, weights, cfg.temperature)
 
 
-def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg) -> Tensor:
+def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg: RegTermSection) -> Tensor:
     """Eq. 4 (``bounded``), or plain L2 to the target on every sample (the L2 ablation)."""
     if cfg.bounded:
         return bounded_l2(student, teacher, target, cfg.margin)

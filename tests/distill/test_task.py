@@ -84,6 +84,7 @@ def test_every_combination_of_terms_trains(kind: str, teacher_files: tuple[Path,
 
 @pytest.mark.parametrize("overrides", [
     ["distill.rcn_cls.loss=dist"], ["distill.rcn_cls.loss=hinton", "distill.rcn_cls.temperature=4"],
+    ["distill.rpn_cls.loss=hinton", "distill.rpn_cls.temperature=2"],
     ["distill.hint.loss=attention"], ["distill.hint.loss=hint_l1"], ["distill.hint.adaptation=false"],
     ["distill.rcn_reg.bounded=false", "distill.rpn_reg.bounded=false"], ["distill.hint.levels=['0','1']"],
 ])
@@ -182,3 +183,8 @@ def test_a_three_level_mobilenet_student_learns_from_a_five_level_teacher(teache
     assert {s: a.in_channels for s, a in task.module.adapters.items()} == {"0": 256, "1": 256, "pool": 256}
     history = train_steps(task, 2)
     assert {k for k in history[-1] if k.startswith("distill_")} == {"distill_rcn_cls", "distill_rcn_reg", "distill_hint"}
+
+
+def test_dist_on_the_rpn_is_refused(teacher_files: tuple[Path, Path]) -> None:
+    with pytest.raises(DetkdError, match="RoI head only"):
+        build_distill_task(distill_config("small", teacher_files, "distill.rpn_cls.loss=dist"), NUM_CLASSES)
