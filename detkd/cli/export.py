@@ -79,14 +79,14 @@ def check_images(args: argparse.Namespace) -> list[torch.Tensor]:
 
 
 def checkpoint_test_set(path: str):  # -> DetectionDataset
-    from detkd.config import Config
+    from detkd.config import Config, DistillConfig, config_from_dict
     from detkd.engine.checkpoint import load_checkpoint
     from detkd.engine.data import build_eval_dataset
-    from detkd.models.presets import section_from_dict
 
     state = load_checkpoint(path)
     try:
-        cfg = section_from_dict(Config, state.get("config") or {}, path, "config")
+        saved = state.get("config") or {}
+        cfg = config_from_dict(saved, path, DistillConfig if "distill" in saved else Config)
         with warnings.catch_warnings():  # only the images are used: notes on the labels are noise here
             warnings.simplefilter("ignore")
             return build_eval_dataset(cfg.data, classes=state.get("classes"))

@@ -17,7 +17,6 @@ Their speed on 2 CPU cores is measured by ``bench/model_speed.py`` (see the READ
 from __future__ import annotations
 
 import copy
-import dataclasses
 from typing import Any
 
 from detkd.config import ModelSection
@@ -97,21 +96,8 @@ def fill_defaults(section: Any, values: dict[str, Any], key: str) -> None:
 
 
 def model_section_from_dict(data: dict[str, Any], source: str) -> ModelSection:
-    """A :class:`ModelSection` from plain data (a checkpoint's or an export's ``model``)."""
-    return section_from_dict(ModelSection, data, source, "model")
+    """A :class:`ModelSection` from plain data (a checkpoint's or an export's ``model``), checked
+    as a config file is (unknown keys and wrong types are errors naming ``source``)."""
+    from detkd.config import config_from_dict
 
-
-def section_from_dict(cls: type, data: Any, source: str, key: str) -> Any:
-    """A config dataclass (``Config``, ``ModelSection``, ...) from plain data; unknown keys are errors."""
-    if not isinstance(data, dict):
-        raise DetkdError(f"{source}: {key} must be a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for name, value in data.items():
-        if name not in fields:
-            raise DetkdError(f"{source}: unknown key {key}.{name} (written by a newer detkd?)")
-        nested = type(getattr(cls(), name))
-        if dataclasses.is_dataclass(nested):
-            value = section_from_dict(nested, value, source, f"{key}.{name}")
-        kwargs[name] = value
-    return cls(**kwargs)
+    return config_from_dict({"model": data}, source).model

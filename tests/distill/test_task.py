@@ -152,6 +152,7 @@ def test_detkd_distill_runs_and_its_student_exports_to_plain_torchvision(
     teacher_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from detkd.cli import main
+    from detkd.cli.export import checkpoint_test_set
     from detkd.data.synth import ensure_synth
     from detkd.models.export import export_student
 
@@ -168,6 +169,7 @@ def test_detkd_distill_runs_and_its_student_exports_to_plain_torchvision(
     state = torch.load(run / "last.pt", weights_only=True)
     assert any(k.startswith("adapters.") for k in state["module"])
     export_student(str(run / "last.pt"), str(tmp_path / "student.pt"))
+    assert len(checkpoint_test_set(str(run / "last.pt"))) > 0  # the ONNX check's images, from a distill run
     plain = build_model(distill_config("lowres", teacher_files).model, NUM_CLASSES)
     plain.load_state_dict(torch.load(tmp_path / "student.pt", weights_only=True), strict=True)
 
