@@ -306,6 +306,17 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
     return _build(schema, merged, "", origins, schema)
 
 
+def is_distill_config(path: str | os.PathLike[str]) -> bool:
+    """Whether the file (with its ``_base_`` files) has a ``teacher:`` section: a distillation config."""
+    merged, _ = _load_layers(os.fspath(path), ())
+    return "teacher" in merged
+
+
+def load_any_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+    """:func:`load_config` with :class:`DistillConfig` for a distillation config, else :class:`Config`."""
+    return load_config(path, overrides, schema=DistillConfig if is_distill_config(path) else Config)
+
+
 def config_from_dict(data: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:
     """A config from plain data (e.g. a checkpoint's ``config``), checked as a file is; errors
     name ``source``. Keys left out keep their defaults."""

@@ -260,11 +260,20 @@ def test_every_shipped_config_loads(path: Path) -> None:
         assert cfg.data.root == "../shared/data/bccd/BCCD" and cfg.data.classes == ["RBC", "WBC", "Platelets"]
 
 
+COUNTS = ("pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test", "post_nms_top_n_test")
+
+
 def test_low_resolution_students_are_the_teacher_at_half_size() -> None:
     pairs = {"synth": ("teacher", "student_lowres"), "bccd": ("teacher", "student_lowres")}
     pairs |= {d: ("teacher_r50", "student_r50_half") for d in ("voc", "kitti", "coco")}
     for dataset, names in pairs.items():
         t, s = (load_config(REPO / "configs" / dataset / f"{n}.yaml").model for n in names)
+        t_counts, s_counts = ({k: getattr(m.rpn, k) for k in COUNTS} for m in (t, s))
+        if names[1] == "student_r50_half":  # the proposal counts scale with the image area (issue 5)
+            assert s_counts == {k: v // 4 for k, v in t_counts.items()}, dataset
+        else:
+            assert s_counts == t_counts, dataset
+        t.rpn = dataclasses.replace(t.rpn, **s_counts)
         assert (s.preset, s.backbone, s.rpn, s.roi) == (t.preset, t.backbone, t.rpn, t.roi), dataset
         assert 2 * s.min_size == t.min_size and abs(2 * s.max_size - t.max_size) <= 1, dataset
 

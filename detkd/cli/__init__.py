@@ -13,17 +13,18 @@ import sys
 from collections.abc import Sequence
 
 from detkd import __version__
-from detkd.cli import data, distill, evaluate, export, train
+from detkd.cli import bench, data, distill, evaluate, export, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (data, evaluate, train, distill, export)
+SUBCOMMANDS = (data, evaluate, train, distill, export, bench)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation
 (Chen et al., NeurIPS 2017) on torchvision Faster R-CNN.
 
 Start with `detkd data synth OUT_DIR` to write the embedded dataset, then
-`detkd data stats` and `detkd evaluate`; `detkd COMMAND --help` explains each."""
+`detkd data stats` and `detkd evaluate`; `detkd COMMAND --help` explains each.
+`detkd bench CONFIG ...` compares the speed of the configs' detectors."""
 
 
 def build_parser() -> argparse.ArgumentParser:
