@@ -80,22 +80,25 @@ def objectness_soft_ce(student_logits: Tensor, teacher_logits: Tensor, bg_weight
     return -terms.mean() * (T * T if T != 1.0 else 1.0)
 
 
-def bounded_l2(student: Tensor, teacher: Tensor, target: Tensor, margin: float = 0.0) -> Tensor:
+def bounded_l2(student: Tensor, teacher: Tensor, target: Tensor, margin: float = 0.0,
+               normalizer: int | None = None) -> Tensor:
     """Chen et al. eq. 4, per sample: ``||R_s - y||^2`` if ``||R_s - y||^2 + m > ||R_t - y||^2``, else 0.
 
     Args:
-        student, teacher, target: ``[N, 4]`` encoded box deltas of the same N foreground samples
+        student, teacher, target: ``[P, 4]`` encoded box deltas of the same P foreground samples
             (RPN anchors, or RCN proposals with the deltas of their ground-truth class).
         margin: m; the student is penalised until it beats the teacher by m.
-    Returns: the sum of the active terms divided by N, the number of samples passed (inactive ones
-    count in N, as in eq. 1's 1/N); 0 for N = 0. The switch itself carries no gradient.
+        normalizer: N of eq. 1, the number of samples of the batch, background included (as
+            torchvision divides ``loss_box_reg`` and ``loss_rpn_box_reg``); default P.
+    Returns: the sum of the active terms divided by N (inactive ones count in N); 0 for P = 0.
+    The switch itself carries no gradient.
     """
     if student.numel() == 0:
         return student.sum() * 0.0
     err_s = (student - target).pow(2).sum(dim=1)
     err_t = (teacher.detach() - target).pow(2).sum(dim=1)
     active = (err_s.detach() + margin > err_t).to(err_s.dtype)
-    return (err_s * active).sum() / student.shape[0]
+    return (err_s * active).sum() / max(normalizer or student.shape[0], 1)
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:

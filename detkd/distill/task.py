@@ -125,7 +125,7 @@ class DistillTask:
             cols = roi.labels[fg, None] * 4 + torch.arange(4, device=fg.device)
             s_reg = roi.box_regression[fg[:, None], cols]
             t_reg = t_deltas[fg[:, None], cols]
-            result["distill_rcn_reg"] = reg_term(s_reg, t_reg, roi.targets[fg], terms.rcn_reg)
+            result["distill_rcn_reg"] = reg_term(s_reg, t_reg, roi.targets[fg], terms.rcn_reg, roi.labels.numel())
         return result
 
     def rpn_terms(self, out: StudentOutputs, teacher: TeacherOutputs) -> dict[str, Tensor]:
@@ -139,7 +139,8 @@ class DistillTask:
         if terms.rpn_reg.enabled:
             pos = valid.clone()
             pos[rpn.num_positive :] = False
-            result["distill_rpn_reg"] = reg_term(rpn.deltas[pos], t_deltas[pos], rpn.targets[pos], terms.rpn_reg)
+            result["distill_rpn_reg"] = reg_term(rpn.deltas[pos], t_deltas[pos], rpn.targets[pos], terms.rpn_reg,
+                                                 int(valid.sum()))
         return result
 
     def hint_term(self, out: StudentOutputs, teacher: TeacherOutputs) -> Tensor:
@@ -169,13 +170,14 @@ def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection) -> Tensor:
     return weighted_soft_ce(student, teacher, weights, cfg.temperature)
 
 
-def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg: RegTermSection) -> Tensor:
-    """Eq. 4 (``bounded``), or plain L2 to the target on every sample (the L2 ablation)."""
+def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg: RegTermSection, normalizer: int) -> Tensor:
+    """Eq. 4 (``bounded``), or plain L2 to the target on every foreground sample (the L2
+    ablation); both divided by ``normalizer``, eq. 1's N: all sampled anchors or proposals."""
     if cfg.bounded:
-        return bounded_l2(student, teacher, target, cfg.margin)
+        return bounded_l2(student, teacher, target, cfg.margin, normalizer)
     if student.numel() == 0:
         return student.sum() * 0.0
-    return (student - target).pow(2).sum(dim=1).mean()
+    return (student - target).pow(2).sum() / max(normalizer, 1)
 
 
 def teacher_at_anchors(out: StudentOutputs, teacher: TeacherOutputs, pairing: LevelPairing,

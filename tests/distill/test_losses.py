@@ -65,6 +65,8 @@ def test_bounded_l2_switches_per_sample_at_the_margin() -> None:
     # m = 0.1 switches sample 0 on (1 + 0.1 > 1); m = 0.8 also sample 2 (0.25 + 0.8 > 1)
     assert bounded_l2(student, teacher, target, margin=0.1).item() == pytest.approx(6 / 4)
     assert bounded_l2(student, teacher, target, margin=0.8).item() == pytest.approx(6.25 / 4)
+    # eq. 1's N: every sampled anchor or proposal, the background ones included
+    assert bounded_l2(student, teacher, target, margin=0.8, normalizer=16).item() == pytest.approx(6.25 / 16)
 
 
 def test_dist_equals_a_direct_pearson_computation() -> None:
