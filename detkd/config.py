@@ -84,7 +84,10 @@ class SynthSection:
     """The embedded dataset, generated on first use into ``cache_dir`` when ``data.format`` is synth."""
 
     images: int = opt(1000, "number of images generated (train and test together)")
-    seed: int = opt(0, "generator seed; images, seed and cache_dir identify the cached copy")
+    seed: int = opt(0, "generator seed; images, seed, profile and cache_dir identify the cached copy")
+    profile: str = opt("standard", "standard: the full dataset (objects of 8-128 px on 288-384 px images); "
+                       "easy: the demo's (16-80 px objects on 168-224 px images, less clutter)",
+                       ("standard", "easy"))
     cache_dir: str = opt("~/.cache/detkd", "where the generated dataset is kept")
 
 
@@ -265,7 +268,9 @@ class DistillSection:
 
 @dataclass
 class DistillConfig(Config):
-    """A distillation run: a training config plus the teacher and the distillation terms."""
+    """Every key of a training config (``detkd train``); a distillation config (``detkd distill``,
+    ``detkd ablate``, the ``distill_*.yaml`` of ``detkd demo``) adds the ``teacher`` and ``distill``
+    sections, the terms of Chen et al. (NeurIPS 2017) and their alternatives."""
 
     teacher: TeacherSection = section(TeacherSection)
     distill: DistillSection = section(DistillSection)

@@ -13,18 +13,21 @@ import sys
 from collections.abc import Sequence
 
 from detkd import __version__
-from detkd.cli import bench, data, distill, evaluate, export, train
+from detkd.cli import ablate, bench, data, demo, distill, evaluate, export, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (data, evaluate, train, distill, export, bench)
+SUBCOMMANDS = (demo, data, evaluate, train, distill, export, bench, ablate)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation
 (Chen et al., NeurIPS 2017) on torchvision Faster R-CNN.
 
-Start with `detkd data synth OUT_DIR` to write the embedded dataset, then
-`detkd data stats` and `detkd evaluate`; `detkd COMMAND --help` explains each.
-`detkd bench CONFIG ...` compares the speed of the configs' detectors."""
+Start with `detkd demo`: a teacher, two students and their distilled versions
+on the embedded dataset, compared in a report (about 10 minutes on 2 CPU cores).
+Then `detkd train` / `detkd distill` / `detkd eval` your own configs (configs/),
+`detkd bench CONFIG ...` to compare the speed of detectors, and `detkd ablate
+CONFIG` for the paper's ablations (Tables 4 and 5) over seeds.
+`detkd COMMAND --help` explains each."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("out_dir", metavar="OUT_DIR")
     synth.add_argument("--images", type=positive_int, default=1000, help="number of images (default 1000)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--profile", choices=("standard", "easy"), default="standard",
+                       help="standard: objects of 8-128 px on 288-384 px images; easy: the demo's "
+                            "16-80 px objects on 168-224 px images with less clutter (default standard)")
     synth.set_defaults(func=run_synth)
 
     stats = data_sub.add_parser(
@@ -45,7 +48,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from detkd.data.synth import generate_synth
     from detkd.data.voc import read_voc
 
-    summary = generate_synth(args.out_dir, num_images=args.images, seed=args.seed)
+    summary = generate_synth(args.out_dir, num_images=args.images, seed=args.seed, profile=args.profile)
     print(f"wrote the embedded dataset to {summary.out_dir} (seed {args.seed})")
     for split in ("train", "test"):
         index = read_voc(f"{summary.out_dir}/voc", split=split, classes=summary.classes)

@@ -92,6 +92,7 @@ script) for about 7 s; the files are identical either way.
 from __future__ import annotations
 
 import colorsys
+import contextlib
 import json
 import math
 import multiprocessing
@@ -129,6 +130,37 @@ MIN_VISIBLE, DIFFICULT_VISIBLE, MAX_TRUNCATED, MIN_BOX_SIDE = 0.2, 0.35, 0.5, 3
 Box = tuple[int, int, int, int]  # x1, y1, x2, y2: integer, continuous 0-based xyxy
 _SHIFT = 4  # cv2 sub-pixel bits for polygon vertices
 _ONE = 1 << _SHIFT
+
+
+@dataclass(frozen=True)
+class SynthProfile:
+    """How hard the images are: canvas sizes, object extents and counts, clutter and texture.
+
+    ``standard`` is the dataset the module docstring describes. ``easy`` is the demo's: smaller
+    canvases (192x192, 224x168, 168x224), objects of 16-80 px (none under COCO's "small" edge at
+    full size, most of them "small" for a half-resolution student), 2-6 objects, 1-5 background
+    distractors and one texture, so that a teacher trained from scratch for a few CPU minutes
+    is good and a student at half resolution or with less capacity is measurably worse.
+    """
+
+    image_sizes: tuple[tuple[int, int], ...] = IMAGE_SIZES  # (width, height)
+    extent: tuple[float, float] = (MIN_EXTENT, MAX_EXTENT)  # log-uniform object extent, px
+    objects: tuple[int, int] = (4, 13)  # objects per image, [lo, hi)
+    clutter: tuple[int, int] = (4, 14)  # background distractors, [lo, hi)
+    textures: tuple[int, int] = (1, 3)  # background textures, [lo, hi)
+
+
+SYNTH_PROFILES: dict[str, SynthProfile] = {
+    "standard": SynthProfile(),
+    "easy": SynthProfile(((128, 128), (144, 112), (112, 144)), (16.0, 64.0), (3, 9), (0, 2), (0, 1)),
+}
+
+
+def synth_profile(name: str) -> SynthProfile:
+    """The profile called ``name``; an unknown name is a :class:`DetkdError` listing the known ones."""
+    if name not in SYNTH_PROFILES:
+        raise DetkdError(f"unknown synth profile {name!r} (known: {', '.join(SYNTH_PROFILES)})")
+    return SYNTH_PROFILES[name]
 
 
 @dataclass(frozen=True)
@@ -183,6 +215,7 @@ class SynthSummary:
     images: dict[str, int] = field(default_factory=dict)
     objects: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> count
     difficult: dict[str, int] = field(default_factory=dict)
+    profile: str = "standard"
 
     @property
     def roots(self) -> dict[str, str]:
@@ -209,14 +242,15 @@ def image_rng(seed: int, index: int) -> np.random.Generator:
 # Drawing
 
 
-def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[SynthObject]]:
+def draw_image(rng: np.random.Generator, profile: SynthProfile = SYNTH_PROFILES["standard"]
+               ) -> tuple[np.ndarray, list[SynthObject]]:
     """One image ``[H, W, 3]`` uint8 RGB and its objects, all drawn from ``rng``."""
-    width, height = IMAGE_SIZES[rng.integers(len(IMAGE_SIZES))]
-    canvas = _background(rng, height, width)
+    width, height = profile.image_sizes[rng.integers(len(profile.image_sizes))]
+    canvas = _background(rng, height, width, profile.textures)
     owner = np.full((height, width), -1, dtype=np.int16)  # index of the object seen per pixel
-    _clutter(rng, canvas, owner, foreground=False)
-    placed = _place_objects(rng, canvas, owner)
-    _clutter(rng, canvas, owner, foreground=True)
+    _clutter(rng, canvas, owner, profile.clutter)
+    placed = _place_objects(rng, canvas, owner, profile)
+    _clutter(rng, canvas, owner, None)
     seen = np.bincount(owner[owner >= 0].ravel(), minlength=len(placed))
     canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.3, 0.8))
     canvas += rng.normal(0.0, rng.uniform(1.5, 6.0), canvas.shape).astype(np.float32)
@@ -227,15 +261,15 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[SynthObject]]
     return np.clip(canvas, 0, 255).astype(np.uint8), objects
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
-    """A gradient between two random colours plus one or two textures, float32 ``[H, W, 3]``."""
+def _background(rng: np.random.Generator, height: int, width: int, textures: tuple[int, int]) -> np.ndarray:
+    """A gradient between two random colours plus ``textures`` ([lo, hi)) textures, float32 ``[H, W, 3]``."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, 2 * math.pi)
     ramp = xx * math.cos(angle) + yy * math.sin(angle)
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1.0)
     c0, c1 = rng.uniform(30, 225, 3), rng.uniform(30, 225, 3)
     img = c0.astype(np.float32) + ramp[..., None] * (c1 - c0).astype(np.float32)
-    for kind in rng.choice(3, size=rng.integers(1, 3), replace=False):
+    for kind in rng.choice(3, size=rng.integers(*textures), replace=False):
         if kind == 0:  # stripes
             b = rng.uniform(0, math.pi)
             phase = (xx * math.cos(b) + yy * math.sin(b)) / rng.uniform(6, 40) + rng.uniform(0, 1)
@@ -251,17 +285,18 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return img
 
 
-def _clutter(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray, foreground: bool) -> None:
+def _clutter(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray, count: tuple[int, int] | None) -> None:
     """Paint distractors (never objects); their pixels hide whatever lies below (``owner = -1``).
 
-    Before the objects: 4-13 line segments, arcs, jagged blobs and dot clumps; over them
-    (``foreground``): 0-3 thin line segments and arcs.
+    Before the objects (``count`` = [lo, hi), 4-13 in the standard profile): line segments, arcs,
+    jagged blobs and dot clumps; over them (``count`` None): 0-3 thin line segments and arcs.
     """
     height, width = owner.shape
+    foreground = count is None
     if foreground:
         kinds = rng.integers(0, 2, size=rng.integers(0, 4))
     else:
-        kinds = rng.integers(0, 4, size=rng.integers(4, 14))
+        kinds = rng.integers(0, 4, size=rng.integers(*count))
     mask = np.zeros((height, width), dtype=np.uint8)
     for kind in kinds:
         mask[:] = 0
@@ -308,10 +343,12 @@ class _Placed(NamedTuple):
     inside: int  # in-image pixels of the whole shape
 
 
-def _place_objects(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray) -> list[_Placed]:
-    """Paint 4-12 objects over the canvas, keeping every earlier one at least 20 % visible."""
+def _place_objects(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarray,
+                   profile: SynthProfile) -> list[_Placed]:
+    """Paint the profile's number of objects (4-12 standard), keeping each earlier one >= 20 % visible."""
     height, width = owner.shape
-    target = int(rng.integers(4, 13))
+    target = int(rng.integers(*profile.objects))
+    low, high = (math.log(e) for e in profile.extent)
     placed: list[_Placed] = []
     visible: list[int] = []
     large = 0
@@ -319,7 +356,7 @@ def _place_objects(rng: np.random.Generator, canvas: np.ndarray, owner: np.ndarr
         if len(placed) == target:
             break
         label = int(rng.integers(1, len(SYNTH_CLASSES) + 1))
-        extent = float(np.exp(rng.uniform(math.log(MIN_EXTENT), math.log(MAX_EXTENT))))
+        extent = float(np.exp(rng.uniform(low, high)))
         if extent > LARGE_EXTENT and large >= MAX_LARGE:
             continue
         near = placed[rng.integers(len(placed))].box if placed and rng.uniform() < CLUSTER_P else None
@@ -509,16 +546,16 @@ def coco_json(images: Sequence[SynthImage]) -> str:
 # Generation
 
 
-def render_image(out_dir: str, seed: int, index: int) -> SynthImage:
+def render_image(out_dir: str, seed: int, index: int, profile: str = "standard") -> SynthImage:
     """Draw image ``index``, write its PNG to ``OUT/voc/JPEGImages`` and return its objects."""
-    pixels, objects = draw_image(image_rng(seed, index))
+    pixels, objects = draw_image(image_rng(seed, index), synth_profile(profile))
     path = os.path.join(out_dir, "voc", "JPEGImages", f"{image_stem(index)}.png")
     if not cv2.imwrite(path, cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {path}")
     return SynthImage(index, pixels.shape[1], pixels.shape[0], tuple(objects))
 
 
-def _render_star(args: tuple[str, int, int]) -> SynthImage:
+def _render_star(args: tuple[str, int, int, str]) -> SynthImage:
     return render_image(*args)
 
 
@@ -526,9 +563,9 @@ def _init_worker() -> None:
     cv2.setNumThreads(1)
 
 
-def _render_all(out_dir: str, num_images: int, seed: int, workers: int) -> Iterator[SynthImage]:
+def _render_all(out_dir: str, num_images: int, seed: int, workers: int, profile: str) -> Iterator[SynthImage]:
     """Every image in index order, drawn in ``workers`` processes (in this one for small sets)."""
-    jobs = [(out_dir, seed, i) for i in range(num_images)]
+    jobs = [(out_dir, seed, i, profile) for i in range(num_images)]
     if workers <= 1 or num_images < 100:
         yield from map(_render_star, jobs)
         return
@@ -560,7 +597,7 @@ def _prepare(out_dir: str) -> None:
     for sub in ("voc/JPEGImages", "voc/Annotations", "voc/ImageSets/Main", "kitti/image_2", "kitti/label_2",
                 "kitti/ImageSets", "coco/annotations", *(f"coco/{s}" for s in SPLITS)):  # fmt: skip
         os.makedirs(os.path.join(out_dir, sub))
-    _write(meta, json.dumps({**_params(0, 0), "complete": False}) + "\n")
+    _write(meta, json.dumps({**_params(0, 0, "standard"), "complete": False}) + "\n")
 
 
 def _write(path: str, text: str) -> None:
@@ -588,8 +625,8 @@ def _write_splits(out_dir: str, images: Sequence[SynthImage]) -> None:
         _write(os.path.join(out_dir, "coco", "annotations", f"instances_{split}.json"), coco_json(members))
 
 
-def _summarize(out_dir: str, seed: int, images: Sequence[SynthImage]) -> SynthSummary:
-    summary = SynthSummary(out_dir=out_dir, seed=seed, num_images=len(images))
+def _summarize(out_dir: str, seed: int, images: Sequence[SynthImage], profile: str) -> SynthSummary:
+    summary = SynthSummary(out_dir=out_dir, seed=seed, num_images=len(images), profile=profile)
     for split in SPLITS:
         members = [im for im in images if im.split == split]
         objects = [obj for im in members for obj in im.objects]
@@ -599,10 +636,10 @@ def _summarize(out_dir: str, seed: int, images: Sequence[SynthImage]) -> SynthSu
     return summary
 
 
-def _params(num_images: int, seed: int) -> dict[str, object]:
+def _params(num_images: int, seed: int, profile: str) -> dict[str, object]:
     """What determines the generated data; :func:`ensure_synth` regenerates when it changes."""
     return {"generator": "detkd.data.synth", "version": SYNTH_VERSION, "seed": seed, "images": num_images,
-            "classes": list(SYNTH_CLASSES)}  # fmt: skip
+            "profile": profile, "classes": list(SYNTH_CLASSES)}  # fmt: skip
 
 
 def _read_meta(path: str) -> dict[str, object] | None:
@@ -618,16 +655,17 @@ def _read_meta(path: str) -> dict[str, object] | None:
 def _write_meta(summary: SynthSummary) -> None:
     """``synth.json`` (written last, marked complete) and ``README.txt``."""
     meta = {
-        **_params(summary.num_images, summary.seed),
-        "image_sizes": [list(size) for size in IMAGE_SIZES],
+        **_params(summary.num_images, summary.seed, summary.profile),
+        "image_sizes": [list(size) for size in synth_profile(summary.profile).image_sizes],
         "splits": summary.images,
         "objects": summary.objects,
         "difficult": summary.difficult,
         "complete": True,
     }
     head = (
-        f"detkd synth v{SYNTH_VERSION}: {summary.num_images} images, seed {summary.seed}, written by\n"
-        f"`detkd data synth OUT_DIR --images {summary.num_images} --seed {summary.seed}`"
+        f"detkd synth v{SYNTH_VERSION}: {summary.num_images} images, seed {summary.seed}, profile "
+        f"{summary.profile}, written by\n`detkd data synth OUT_DIR --images {summary.num_images} "
+        f"--seed {summary.seed} --profile {summary.profile}`"
         " (detkd.data.synth).\n\n"
     )
     _write(os.path.join(summary.out_dir, "README.txt"), head + (__doc__ or "").strip() + "\n")
@@ -635,7 +673,8 @@ def _write_meta(summary: SynthSummary) -> None:
 
 
 def generate_synth(
-    out_dir: str, num_images: int = 1000, seed: int = 0, workers: int = 1, progress: bool | None = None
+    out_dir: str, num_images: int = 1000, seed: int = 0, workers: int = 1, progress: bool | None = None,
+    profile: str = "standard",
 ) -> SynthSummary:
     """Write the embedded dataset under ``out_dir`` in VOC, KITTI and COCO layouts.
 
@@ -647,35 +686,55 @@ def generate_synth(
         seed: the random seed; the same seed writes byte-identical files.
         workers: processes drawing images (a single process below 100 images).
         progress: show a tqdm bar; None (default) shows it on a terminal only.
+        profile: ``standard`` or ``easy`` (:data:`SYNTH_PROFILES`).
     """
     if num_images < 1:
         raise DetkdError(f"the synthetic dataset needs at least one image, got {num_images}")
     if seed < 0:
         raise DetkdError(f"the seed of the synthetic dataset must be 0 or more, got {seed}")
+    synth_profile(profile)
     out = os.path.abspath(os.path.expanduser(out_dir))
     os.makedirs(out, exist_ok=True)
     _prepare(out)
     images = []
     disable = None if progress is None else not progress  # None: tqdm shows it on a terminal only
     with tqdm(total=num_images, desc="synth", unit="img", disable=disable) as bar:
-        for image in _render_all(out, num_images, seed, workers):
+        for image in _render_all(out, num_images, seed, workers, profile):
             _store(out, image)
             images.append(image)
             bar.update()
     _write_splits(out, images)
-    summary = _summarize(out, seed, images)
+    summary = _summarize(out, seed, images, profile)
     _write_meta(summary)
     return summary
 
 
-def ensure_synth(out_dir: str, num_images: int = 1000, seed: int = 0) -> str:
+def ensure_synth(out_dir: str, num_images: int = 1000, seed: int = 0, profile: str = "standard") -> str:
     """The absolute ``out_dir``, generating the dataset there first unless a complete one with
     the same parameters (``synth.json``) is already in place."""
     out = os.path.abspath(os.path.expanduser(out_dir))
-    meta = _read_meta(os.path.join(out, "synth.json"))
-    current = meta is not None and meta.get("complete") is True and all(
-        meta.get(k) == v for k, v in _params(num_images, seed).items()
-    )
-    if not current or not all(os.path.isdir(os.path.join(out, sub)) for sub in ("voc", "kitti", "coco")):
-        generate_synth(out, num_images, seed)
+    with _folder_lock(out):  # torchrun ranks (or two runs) sharing a cache: one writes, the others wait
+        meta = _read_meta(os.path.join(out, "synth.json"))
+        current = meta is not None and meta.get("complete") is True and all(
+            meta.get(k) == v for k, v in _params(num_images, seed, profile).items()
+        )
+        if not current or not all(os.path.isdir(os.path.join(out, sub)) for sub in ("voc", "kitti", "coco")):
+            generate_synth(out, num_images, seed, profile=profile)
     return out
+
+
+@contextlib.contextmanager
+def _folder_lock(out: str) -> Iterator[None]:
+    """An exclusive ``flock`` on ``OUT.lock`` (no lock where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+    with open(out + ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

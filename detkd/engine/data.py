@@ -45,10 +45,12 @@ def resolve_source(data: DataSection, classes: Sequence[str] | None = None) -> D
     if data.format == "synth":
         from detkd.data.synth import SYNTH_CLASSES, ensure_synth
 
+        synth = data.synth
+        kind = "" if synth.profile == "standard" else f"{synth.profile}-"
         folder = data.root or os.path.join(
-            os.path.expanduser(data.synth.cache_dir), f"synth-{data.synth.images}-seed{data.synth.seed}"
+            os.path.expanduser(synth.cache_dir), f"synth-{kind}{synth.images}-seed{synth.seed}"
         )
-        out = ensure_synth(os.path.expanduser(folder), data.synth.images, data.synth.seed)
+        out = ensure_synth(os.path.expanduser(folder), synth.images, synth.seed, synth.profile)
         return DataSource("voc", os.path.join(out, "voc"), names or SYNTH_CLASSES, None)
     if not data.root:
         raise DetkdError("data.root: no dataset folder given (set data.root=PATH)")

@@ -20,6 +20,7 @@ from detkd.data.synth import (
     ensure_synth,
     generate_synth,
     image_rng,
+    synth_profile,
 )
 from detkd.errors import DetkdError
 
@@ -182,6 +183,36 @@ def test_draw_image_boxes_fit_the_pixels() -> None:
         assert 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
         assert 0.2 <= obj.visible <= 1 and 0 <= obj.truncated <= 0.5
         assert 1 <= obj.label <= len(SYNTH_CLASSES)
+
+
+def test_easy_profile_draws_fewer_bigger_objects_on_smaller_images() -> None:
+    easy = synth_profile("easy")
+    sizes = {(w, h) for w, h in easy.image_sizes}
+    extents, counts = [], []
+    for index in range(40):
+        image, objects = draw_image(image_rng(0, index), easy)
+        assert (image.shape[1], image.shape[0]) in sizes
+        counts.append(len(objects))
+        # an untruncated object's box side is at most its extent (plus rasterisation)
+        extents += [max(o.box[2] - o.box[0], o.box[3] - o.box[1]) for o in objects if o.truncated == 0]
+    assert 3 <= min(counts) and max(counts) <= 8
+    assert max(extents) <= easy.extent[1] + 2 and np.median(extents) >= 16
+    standard, _ = draw_image(image_rng(0, 0))
+    assert standard.shape[0] >= 288  # the default profile is unchanged
+    with pytest.raises(DetkdError, match="unknown synth profile"):
+        synth_profile("hard")
+
+
+def test_ensure_synth_regenerates_for_another_profile(tmp_path: Path) -> None:
+    out = tmp_path / "cache"
+    ensure_synth(str(out), 5, seed=1)
+    ensure_synth(str(out), 5, seed=1, profile="easy")
+    meta = json.loads((out / "synth.json").read_text())
+    easy_sizes = [list(size) for size in synth_profile("easy").image_sizes]
+    assert meta["profile"] == "easy" and meta["image_sizes"] == easy_sizes
+    root = ET.parse(out / "voc" / "Annotations" / "000001.xml").getroot()
+    width, height = (int(root.findtext(f"size/{k}")) for k in ("width", "height"))
+    assert [width, height] in easy_sizes
 
 
 def test_ensure_synth_reuses_a_matching_folder_and_regenerates_otherwise(tmp_path: Path) -> None:

@@ -18,7 +18,8 @@ STUDENT_SMALL = REPO / "configs" / "synth" / "student_small.yaml"
 
 def synth_overrides(root: Path) -> list[str]:
     """Overrides that point a synth config at the generated copy of :func:`synth_root`."""
-    return [f"data.root={root}", f"data.synth.images={SYNTH_IMAGES}", "data.synth.seed=0", "data.num_workers=0", "device=cpu"]
+    return [f"data.root={root}", f"data.synth.images={SYNTH_IMAGES}", "data.synth.seed=0",
+            "data.synth.profile=standard", "data.num_workers=0", "device=cpu"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,117 @@
+"""``detkd demo`` end to end at a toy size: five tiny models on a few generated images, every
+file of the report with real content, and a second run that reads everything back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from detkd.cli import main
+from detkd.errors import DetkdError
+from detkd.experiments import runner
+from detkd.experiments.demo import MODELS, StageClock, config_paths
+from detkd.experiments.stats import format_seconds
+from detkd.experiments.figures import is_informative_png
+
+MODEL_KEYS = ("ap50", "map", "latency_ms", "gflops", "params")
+KD_KEYS = ("gain_ap50", "gap_closed")
+
+BASE = """\
+seed: 0
+device: cpu
+data:
+  format: synth
+  synth: {{images: 12, seed: 0, profile: easy, cache_dir: "{cache}"}}
+  num_workers: 0
+train:
+  epochs: 1
+  batch_size: 2
+  optimizer: adamw
+  lr: 1.0e-3
+  warmup_iters: 2
+  log_every: 1
+"""
+MODEL = "_base_: _base.yaml\nmodel: {{preset: {preset}, min_size: {size}, max_size: {size}}}\n"
+DISTILL = "_base_: [{student}, ../_base_/distill.yaml]\nteacher: {{config: {teacher}, checkpoint: unused.pt}}\n"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def write_toy_configs(root: Path) -> Path:
+    """A demo folder like configs/synth with tiny models on 12 images (``_base_`` of distill.yaml
+    is copied next to it, as in the repository)."""
+    folder = root / "toy"
+    folder.mkdir()
+    (root / "_base_").mkdir()
+    repo = Path(__file__).resolve().parents[2]
+    (root / "_base_" / "distill.yaml").write_text((repo / "configs" / "_base_" / "distill.yaml").read_text())
+    (folder / "_base.yaml").write_text(BASE.format(cache=root / "cache"))
+    (folder / "teacher.yaml").write_text(MODEL.format(preset="small", size=96))
+    (folder / "student_small.yaml").write_text(MODEL.format(preset="tiny", size=96))
+    (folder / "student_lowres.yaml").write_text(MODEL.format(preset="small", size=48))
+    for kind in ("small", "lowres"):
+        text = DISTILL.format(student=f"student_{kind}.yaml", teacher=folder / "teacher.yaml")
+        (folder / f"distill_{kind}.yaml").write_text(text)
+    return folder
+
+
+def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: Path, capsys, monkeypatch) -> None:
+    folder, out = write_toy_configs(tmp_path), tmp_path / "report"
+    assert main(["demo", "--data", str(folder), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "student_lowres_kd" in printed and "report.md" in printed
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["wall_s"] > 0
+    for model in MODELS:
+        entry = summary[model.name]
+        assert all(entry[k] is not None for k in MODEL_KEYS), (model.name, entry)
+        assert 0.0 <= entry["ap50"] <= 1.0 and 0.0 <= entry["map"] <= entry["ap50"] + 1e-9
+        assert entry["latency_ms"] > 0 and entry["gflops"] > 0 and entry["params"] > 0
+        if model.baseline:
+            assert all(k in entry for k in KD_KEYS)
+            assert entry["gain_ap50"] == pytest.approx(entry["ap50"] - summary[model.baseline]["ap50"])
+    # the small student has fewer parameters than the teacher; the low-res one the same, fewer FLOPs
+    assert summary["student_small"]["params"] < summary["teacher"]["params"]
+    assert summary["student_lowres"]["params"] == summary["teacher"]["params"]
+    assert summary["student_lowres"]["gflops"] < summary["teacher"]["gflops"]
+
+    report = (out / "report.md").read_text()
+    for needle in ("## Summary", "## AP50 per class", "speed_accuracy.png", "training_curves.png", "detections.png"):
+        assert needle in report
+    assert report.count("| student_") >= 4
+    for png in ("speed_accuracy.png", "per_class_ap.png", "training_curves.png", "detections.png"):
+        assert is_informative_png(str(out / png)), png
+
+    def no_training(cfg):
+        raise AssertionError("a finished model was trained again")
+
+    monkeypatch.setattr(runner, "train_cell", no_training)
+    assert main(["demo", "--data", str(folder), "--out", str(out)]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["teacher"]["ap50"] == summary["teacher"]["ap50"]
+
+
+def test_a_folder_without_the_five_configs_is_an_error_naming_what_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "teacher.yaml").write_text("{}\n")
+    with pytest.raises(DetkdError, match="distill_small.yaml"):
+        config_paths(str(tmp_path))
+    assert main(["demo", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")]) == 2
+
+
+def test_the_clock_scales_the_elapsed_time_by_the_shares_left() -> None:
+    clock = StageClock([1.0, 3.0])
+    clock.start -= 10.0  # the first step took 10 s
+    clock.done = 1
+    assert clock.left() == pytest.approx(30.0, abs=1.0)
+    assert StageClock([1.0, 3.0]).left() is None  # nothing done yet: no estimate
+    assert format_seconds(75) == "1m15s" and format_seconds(9.6) == "10s"
