@@ -293,3 +293,11 @@ def test_paths_stay_as_written(tmp_path: Path) -> None:
     sub = write(tmp_path / "sub" / "a.yaml", "data: {root: rel/data}\nmodel: {checkpoint: ck.pt}")
     cfg = load_config(os.path.relpath(sub))
     assert (cfg.data.root, cfg.model.checkpoint) == ("rel/data", "ck.pt")  # relative to the working directory
+
+
+def test_bench_configs_load_and_differ_from_their_base_as_they_say() -> None:
+    before = load_config(REPO / "bench" / "configs" / "student_r50_half_torchvision_counts.yaml").model
+    after = load_config(REPO / "configs" / "voc" / "student_r50_half.yaml").model
+    assert (before.rpn.pre_nms_top_n_test, before.rpn.post_nms_top_n_test) == (1000, 1000)
+    assert (after.rpn.pre_nms_top_n_test, after.rpn.post_nms_top_n_test) == (250, 250)
+    assert (before.min_size, before.max_size, before.backbone) == (after.min_size, after.max_size, after.backbone)
