@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-import torch
 
 from detkd.bench.runner import BenchOptions
 from detkd.config import ModelSection, RoISection, RPNSection
@@ -13,12 +12,8 @@ from detkd.config import ModelSection, RoISection, RPNSection
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread (a busy 2-core machine makes 2 threads many times slower), restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+def _one_thread(one_thread: None) -> None:
+    """Every bench test on one torch thread (tests/conftest.py)."""
 
 
 def tiny_model(preset: str = "tiny", size: int = 64, proposals: int = 50, detections: int = 20) -> ModelSection:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 
 from detkd.config import Config, load_config
 from detkd.data.synth import ensure_synth
@@ -45,10 +44,6 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 
 
 @pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a busy 2-core machine, two OpenMP threads wait on each other and a
-    step can take 20x longer; the killed runs the tests start get ``OMP_NUM_THREADS=1`` too."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every engine test on one torch thread (tests/conftest.py); the killed runs the tests start
+    get ``OMP_NUM_THREADS=1`` too."""

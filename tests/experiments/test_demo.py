@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from detkd.cli import main
 from detkd.errors import DetkdError
@@ -38,12 +37,7 @@ MODEL = "_base_: _base.yaml\nmodel: {{preset: {preset}, min_size: {size}, max_si
 DISTILL = "_base_: [{student}, ../_base_/distill.yaml]\nteacher: {{config: {teacher}, checkpoint: unused.pt}}\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_toy_configs(root: Path) -> Path:
