@@ -1,6 +1,7 @@
 """Typed experiment configuration: the schema (dataclasses) and its YAML loading.
 
-A config file is YAML, read with ``yaml.safe_load``, whose sections map one to one onto the
+A config file is YAML, read with a ``yaml.SafeLoader`` that also refuses a key given twice in
+one mapping (:class:`UniqueKeyLoader`), whose sections map one to one onto the
 dataclasses below. ``_base_: other.yaml`` (or a list of files; paths relative to the file that
 names them) builds on other configs: the bases are merged in order, then the file itself, mappings
 merged key by key, everything else (lists included) replaced. ``key.sub=value`` overrides from
@@ -44,14 +45,43 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
 
 
+@dataclass(frozen=True)
+class Range:
+    """The numbers a key accepts (each element, for a list): ``lo`` and ``hi`` bounds, inclusive
+    unless ``lo_open`` / ``hi_open``; None: unbounded."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        if self.lo is not None and (value < self.lo or (self.lo_open and value == self.lo)):
+            return False
+        return self.hi is None or not (value > self.hi or (self.hi_open and value == self.hi))
+
+    def text(self) -> str:
+        """``> 0``, ``>= 1``, ``0 to 1``, ``> 0 and <= 1``: how docs/CONFIG.md and errors say it."""
+        low = None if self.lo is None else f"{'>' if self.lo_open else '>='} {self.lo:g}"
+        high = None if self.hi is None else f"{'<' if self.hi_open else '<='} {self.hi:g}"
+        if low and high and not (self.lo_open or self.hi_open):
+            return f"{self.lo:g} to {self.hi:g}"
+        return " and ".join(t for t in (low, high) if t)
+
+
+POSITIVE, NON_NEGATIVE, AT_LEAST_1 = Range(0, lo_open=True), Range(0), Range(1)
+UNIT, UNIT_OPEN_LOW = Range(0, 1), Range(0, 1, lo_open=True)
+
+
 def opt(default: Any, help: str = "", choices: Sequence[str] | None = None,
-        pattern: tuple[str, str] | None = None) -> Any:
-    """A dataclass field with its documentation (``help``) and allowed values: ``choices``, or a
-    ``pattern`` given as ``(regular expression, what it accepts in words)``.
+        pattern: tuple[str, str] | None = None, bounds: Range | None = None) -> Any:
+    """A dataclass field with its documentation (``help``) and allowed values: ``choices``, a
+    ``pattern`` given as ``(regular expression, what it accepts in words)``, or numeric
+    ``bounds`` (checked on each element of a list).
 
     Mutable defaults (lists, dicts) get a ``default_factory`` that copies them.
     """
-    metadata = {"help": help, "choices": tuple(choices) if choices else None, "pattern": pattern}
+    metadata = {"help": help, "choices": tuple(choices) if choices else None, "pattern": pattern, "bounds": bounds}
     if isinstance(default, (list, dict)):
         return field(default_factory=functools.partial(copy.deepcopy, default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -71,23 +101,24 @@ def section(cls: type, help: str = "") -> Any:
 class AugmentSection:
     """Box-aware training augmentation (see :mod:`detkd.data.transforms`); off for evaluation."""
 
-    hflip: float = opt(0.5, "probability of a horizontal flip")
-    scale_jitter: list[float] | None = opt(None, "[lo, hi] object-scale factors, canvas size kept; null: off")
-    brightness: float = opt(0.0, "colour jitter strength (0: off)")
-    contrast: float = opt(0.0, "colour jitter strength (0: off)")
-    hue: float = opt(0.0, "colour jitter strength (0: off)")
-    saturation: float = opt(0.0, "colour jitter strength (0: off)")
+    hflip: float = opt(0.5, "probability of a horizontal flip", bounds=UNIT)
+    vflip: float = opt(0.0, "probability of a vertical flip (data without an up, e.g. microscopy)", bounds=UNIT)
+    scale_jitter: list[float] | None = opt(None, "[lo, hi] object-scale factors, canvas size kept; null: off", bounds=POSITIVE)
+    brightness: float = opt(0.0, "colour jitter strength (0: off)", bounds=NON_NEGATIVE)
+    contrast: float = opt(0.0, "colour jitter strength (0: off)", bounds=NON_NEGATIVE)
+    hue: float = opt(0.0, "colour jitter strength (0: off)", bounds=Range(0, 0.5))
+    saturation: float = opt(0.0, "colour jitter strength (0: off)", bounds=NON_NEGATIVE)
 
 
 @dataclass
 class SynthSection:
     """The embedded dataset, generated on first use into ``cache_dir`` when ``data.format`` is synth."""
 
-    images: int = opt(1000, "number of images generated (train and test together)")
+    images: int = opt(1000, "number of images generated (train and test together)", bounds=AT_LEAST_1)
     seed: int = opt(0, "generator seed; images, seed, profile and cache_dir identify the cached copy")
     profile: str = opt("standard", "standard: the full dataset (objects of 8-128 px on 288-384 px images); "
-                       "easy: the demo's (16-80 px objects on 168-224 px images, less clutter)",
-                       ("standard", "easy"))
+                       "easy: 16-64 px objects on 112-144 px images, little clutter; demo: the demo's, 16-80 px "
+                       "objects on 224-288 px images, little clutter", ("standard", "easy", "demo"))
     cache_dir: str = opt("~/.cache/detkd", "where the generated dataset is kept")
 
 
@@ -107,43 +138,58 @@ class DataSection:
     classes: list[str] | None = opt(None, "class names in label order; null: VOC's 20 classes for voc, "
                                     "the classes found in the data otherwise")
     class_map: dict[str, str] | None = opt(None, "KITTI: raw type -> class, e.g. {Van: Car}")
-    limit: int | None = opt(None, "use only the first N training images")
-    num_workers: int = opt(2, "data-loading worker processes per training process")
+    limit: int | None = opt(None, "use only the first N training images", bounds=AT_LEAST_1)
+    num_workers: int = opt(2, "data-loading worker processes per training process", bounds=NON_NEGATIVE)
     augment: AugmentSection = section(AugmentSection)
     synth: SynthSection = section(SynthSection)
+
+
+def iou_order(fg: float, bg: float) -> list[tuple[tuple[str, ...], str]]:
+    """A section's ``((keys involved), complaint)`` when its foreground IoU threshold is below its
+    background one."""
+    if fg < bg:
+        return [(("fg_iou_thresh", "bg_iou_thresh"), f"({fg:g}) must be at least bg_iou_thresh ({bg:g}): a sample "
+                 "cannot be both foreground and background")]
+    return []
 
 
 @dataclass
 class RPNSection:
     """The region proposal network: anchors, sampling and proposal counts."""
 
-    anchor_sizes: list[int] = opt([32, 64, 128, 256, 512], "anchor size per FPN level, in input pixels")
+    anchor_sizes: list[int] = opt([32, 64, 128, 256, 512], "anchor size per FPN level, in input pixels", bounds=POSITIVE)
     anchor_layout: str = opt("per_level", "per_level: one anchor size per FPN level; all_levels: every size at "
                              "every level (torchvision's MobileNetV3-FPN)", ("per_level", "all_levels"))
-    aspect_ratios: list[float] = opt([0.5, 1.0, 2.0], "anchor aspect ratios (height / width)")
-    pre_nms_top_n_train: int = opt(2000, "proposals kept per level before NMS, training")
-    pre_nms_top_n_test: int = opt(1000, "proposals kept per level before NMS, inference")
-    post_nms_top_n_train: int = opt(2000, "proposals kept after NMS, training")
-    post_nms_top_n_test: int = opt(1000, "proposals kept after NMS, inference")
-    nms_thresh: float = opt(0.7, "NMS IoU threshold of the proposals")
-    fg_iou_thresh: float = opt(0.7, "anchor IoU at or above which an anchor is positive")
-    bg_iou_thresh: float = opt(0.3, "anchor IoU below which an anchor is negative")
-    batch_size_per_image: int = opt(256, "anchors sampled per image for the RPN losses")
-    positive_fraction: float = opt(0.5, "largest fraction of positives among the sampled anchors")
+    aspect_ratios: list[float] = opt([0.5, 1.0, 2.0], "anchor aspect ratios (height / width)", bounds=POSITIVE)
+    pre_nms_top_n_train: int = opt(2000, "proposals kept per level before NMS, training", bounds=AT_LEAST_1)
+    pre_nms_top_n_test: int = opt(1000, "proposals kept per level before NMS, inference", bounds=AT_LEAST_1)
+    post_nms_top_n_train: int = opt(2000, "proposals kept after NMS, training", bounds=AT_LEAST_1)
+    post_nms_top_n_test: int = opt(1000, "proposals kept after NMS, inference", bounds=AT_LEAST_1)
+    nms_thresh: float = opt(0.7, "NMS IoU threshold of the proposals", bounds=UNIT_OPEN_LOW)
+    fg_iou_thresh: float = opt(0.7, "anchor IoU at or above which an anchor is positive", bounds=UNIT)
+    bg_iou_thresh: float = opt(0.3, "anchor IoU below which an anchor is negative", bounds=UNIT)
+    batch_size_per_image: int = opt(256, "anchors sampled per image for the RPN losses", bounds=AT_LEAST_1)
+    positive_fraction: float = opt(0.5, "largest fraction of positives among the sampled anchors", bounds=UNIT_OPEN_LOW)
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        return iou_order(self.fg_iou_thresh, self.bg_iou_thresh)
 
 
 @dataclass
 class RoISection:
     """The RoI head (RCN): box head, proposal sampling and detection post-processing."""
 
-    box_head_width: int = opt(1024, "representation size of the two-FC box head")
-    batch_size_per_image: int = opt(512, "proposals sampled per image for the RoI losses")
-    positive_fraction: float = opt(0.25, "largest fraction of positives among the sampled proposals")
-    fg_iou_thresh: float = opt(0.5, "proposal IoU at or above which a proposal is foreground")
-    bg_iou_thresh: float = opt(0.5, "proposal IoU below which a proposal is background")
-    score_thresh: float = opt(0.05, "detections scoring below this are dropped")
-    nms_thresh: float = opt(0.5, "per-class NMS IoU threshold of the detections")
-    detections_per_img: int = opt(100, "detections kept per image")
+    box_head_width: int = opt(1024, "representation size of the two-FC box head", bounds=AT_LEAST_1)
+    batch_size_per_image: int = opt(512, "proposals sampled per image for the RoI losses", bounds=AT_LEAST_1)
+    positive_fraction: float = opt(0.25, "largest fraction of positives among the sampled proposals", bounds=UNIT_OPEN_LOW)
+    fg_iou_thresh: float = opt(0.5, "proposal IoU at or above which a proposal is foreground", bounds=UNIT)
+    bg_iou_thresh: float = opt(0.5, "proposal IoU below which a proposal is background", bounds=UNIT)
+    score_thresh: float = opt(0.05, "detections scoring below this are dropped", bounds=Range(0, 1, hi_open=True))
+    nms_thresh: float = opt(0.5, "per-class NMS IoU threshold of the detections", bounds=UNIT_OPEN_LOW)
+    detections_per_img: int = opt(100, "detections kept per image", bounds=AT_LEAST_1)
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        return iou_order(self.fg_iou_thresh, self.bg_iou_thresh)
 
 
 @dataclass
@@ -154,13 +200,13 @@ class ModelSection:
                              "it names that is still at its default here")
     backbone: str = opt("resnet50", "the torchvision backbone, with an FPN", BACKBONES)
     norm: str = opt("frozen_bn", "backbone norm layer: frozen BatchNorm, BatchNorm or GroupNorm", NORMS)
-    fpn_channels: int = opt(256, "FPN output channels")
+    fpn_channels: int = opt(256, "FPN output channels", bounds=AT_LEAST_1)
     trainable_layers: int = opt(3, "backbone stages trained, counted from the top (ResNet 0-5, MobileNetV3 "
-                                "0-6); -1: all")
+                                "0-6); -1: all", bounds=Range(-1))
     returned_layers: list[int] | None = opt(None, "backbone stages feeding the FPN; null: torchvision's "
-                                            "(ResNet [1, 2, 3, 4], MobileNetV3 [4, 5])")
-    min_size: int = opt(800, "input shorter side in pixels (the model resizes every image)")
-    max_size: int = opt(1333, "input longer side limit in pixels")
+                                            "(ResNet [1, 2, 3, 4], MobileNetV3 [4, 5])", bounds=AT_LEAST_1)
+    min_size: int = opt(800, "input shorter side in pixels (the model resizes every image)", bounds=AT_LEAST_1)
+    max_size: int = opt(1333, "input longer side limit in pixels", bounds=AT_LEAST_1)
     weights: str | None = opt(None, "torchvision detector weights by name, e.g. "
                               "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (from torch's cache)")
     weights_backbone: str | None = opt(None, "torchvision backbone weights by name, e.g. "
@@ -174,23 +220,25 @@ class ModelSection:
 class TrainSection:
     """Optimisation, schedule, evaluation and checkpointing."""
 
-    epochs: int = opt(12, "training epochs")
-    batch_size: int = opt(2, "images per iteration and process (per GPU under torchrun)")
+    epochs: int = opt(12, "training epochs", bounds=AT_LEAST_1)
+    batch_size: int = opt(2, "images per iteration and process (per GPU under torchrun)", bounds=AT_LEAST_1)
     optimizer: str = opt("sgd", "the optimizer", OPTIMIZERS)
-    lr: float = opt(0.02, "base learning rate")
-    momentum: float = opt(0.9, "SGD momentum")
-    weight_decay: float = opt(1e-4, "weight decay")
+    lr: float = opt(0.02, "base learning rate", bounds=POSITIVE)
+    momentum: float = opt(0.9, "SGD momentum", bounds=Range(0, 1, hi_open=True))
+    weight_decay: float = opt(1e-4, "weight decay", bounds=NON_NEGATIVE)
     schedule: str = opt("multistep", "learning-rate schedule after warmup", SCHEDULES)
-    milestones: list[int] = opt([8, 11], "multistep: epochs after which the lr is multiplied by gamma")
-    gamma: float = opt(0.1, "multistep: lr factor at each milestone")
-    warmup_iters: int = opt(500, "iterations of linear warmup")
-    warmup_factor: float = opt(0.001, "lr factor at the first warmup iteration")
-    clip_grad_norm: float | None = opt(None, "clip the gradient norm to this; null: no clipping")
+    milestones: list[int] = opt([8, 11], "multistep: epochs after which the lr is multiplied by gamma", bounds=AT_LEAST_1)
+    gamma: float = opt(0.1, "multistep: lr factor at each milestone", bounds=POSITIVE)
+    warmup_iters: int = opt(500, "iterations of linear warmup", bounds=NON_NEGATIVE)
+    warmup_factor: float = opt(0.001, "lr factor at the first warmup iteration", bounds=UNIT_OPEN_LOW)
+    clip_grad_norm: float | None = opt(None, "clip the gradient norm to this; null: no clipping", bounds=POSITIVE)
     amp: bool = opt(False, "automatic mixed precision (CUDA only)")
-    eval_every: int = opt(1, "evaluate every N epochs (0: never)")
+    eval_every: int = opt(1, "evaluate every N epochs (0: never)", bounds=NON_NEGATIVE)
     metric: str = opt("voc.mAP", "family.key of the evaluation that picks best.pt, e.g. voc.mAP, coco.AP")
-    log_every: int = opt(20, "iterations between log lines")
-    checkpoint_every: int = opt(0, "iterations between mid-epoch checkpoints (0: end of epoch only)")
+    threads: int | None = opt(None, "CPU threads of torch in the training process (null: torch's default, one a "
+                              "core; with other jobs on the same cores, fewer is faster)", bounds=AT_LEAST_1)
+    log_every: int = opt(20, "iterations between log lines", bounds=AT_LEAST_1)
+    checkpoint_every: int = opt(0, "iterations between mid-epoch checkpoints (0: end of epoch only)", bounds=NON_NEGATIVE)
 
 
 @dataclass
@@ -209,7 +257,11 @@ class Config:
 # --- distillation (``detkd distill``): Chen et al. 2017, docs/method.md sections 2-7 ----------
 
 CLS_LOSSES = ("soft_ce", "hinton", "dist")
-HINT_LOSSES = ("hint_l2", "hint_l1", "attention")
+CLS_MODES = ("interpolate", "add")
+HINT_LOSSES = ("hint_l2", "hint_l1", "attention", "pkd")
+HINT_MASKS = ("none", "objects")
+LEVEL_WEIGHTINGS = ("equal", "cells", "sum")
+STUDENT_INITS = ("none", "teacher")
 
 
 @dataclass
@@ -222,13 +274,17 @@ class TeacherSection:
 
 @dataclass
 class ClsTermSection:
-    """Eq. 2/3: mu * hard CE + (1 - mu) * weight * soft term, on the RoI head or the RPN."""
+    """Eq. 2/3: mu * hard CE + (1 - mu) * weight * soft term (``mode: interpolate``, the paper),
+    or hard CE + weight * soft term (``mode: add``, Hinton), on the RoI head or the RPN."""
 
     enabled: bool = opt(True, "distil this head's classification")
-    mu: float = opt(0.5, "weight of the hard (ground-truth) term; the soft term gets 1 - mu")
-    weight: float = opt(1.0, "extra factor on the soft term")
-    bg_weight: float = opt(1.5, "w_0, the background class weight of the soft CE (paper: 1.5)")
-    temperature: float = opt(1.0, "T; the soft term is multiplied by T^2 when T != 1 (paper: 1)")
+    mode: str = opt("interpolate", "interpolate: mu * hard + (1 - mu) * weight * soft (Chen et al. eq. 2); "
+                    "add: hard + weight * soft, the ground truth at full weight (Hinton; mu unused)",
+                    choices=CLS_MODES)
+    mu: float = opt(0.5, "interpolate: weight of the hard (ground-truth) term; the soft term gets 1 - mu", bounds=UNIT)
+    weight: float = opt(1.0, "extra factor on the soft term (add: its whole weight)", bounds=NON_NEGATIVE)
+    bg_weight: float = opt(1.5, "w_0, the background class weight of the soft CE (paper: 1.5)", bounds=POSITIVE)
+    temperature: float = opt(1.0, "T; the soft term is multiplied by T^2 when T != 1 (paper: 1)", bounds=POSITIVE)
     loss: str = opt("soft_ce", "soft_ce (Chen et al.) | hinton (uniform weights) | dist (DIST; RoI head only)",
                     choices=CLS_LOSSES)
 
@@ -238,8 +294,8 @@ class RegTermSection:
     """Eq. 4: the teacher-bounded L2 added to smooth-L1, per foreground sample."""
 
     enabled: bool = opt(True, "add the bounded regression term")
-    nu: float = opt(0.5, "nu, its weight (paper: 0.5)")
-    margin: float = opt(0.0, "m: the term vanishes once the student beats the teacher by m")
+    nu: float = opt(0.5, "nu, its weight (paper: 0.5)", bounds=NON_NEGATIVE)
+    margin: float = opt(0.0, "m: the term vanishes once the student beats the teacher by m", bounds=NON_NEGATIVE)
     bounded: bool = opt(True, "false: plain L2 to the ground truth on every foreground sample (the L2 ablation)")
 
 
@@ -248,11 +304,20 @@ class HintSection:
     """Eq. 5/6: student FPN maps through 1x1-conv adaptation layers against the teacher's."""
 
     enabled: bool = opt(True, "add the hint term")
-    gamma: float = opt(0.5, "gamma, its weight (paper: 0.5)")
-    loss: str = opt("hint_l2", "hint_l2 | hint_l1 | attention (attention transfer, no adaptation)",
+    gamma: float = opt(0.5, "gamma, its weight (paper: 0.5)", bounds=NON_NEGATIVE)
+    loss: str = opt("hint_l2", "hint_l2 | hint_l1 (Chen et al. eq. 5/6) | attention (attention transfer, no "
+                    "adaptation) | pkd (Cao et al. 2022: each channel standardised, then MSE / 2)",
                     choices=HINT_LOSSES)
     adaptation: bool = opt(True, "1x1-conv adaptation layers (false needs equal channel counts: the ablation)")
     levels: list[str] | None = opt(None, "student FPN levels to hint (null: every paired level)")
+    mask: str = opt("none", "none: every valid cell; objects: only cells near ground-truth boxes (Wang et al. "
+                    "2019, from the anchors' IoU)", choices=HINT_MASKS)
+    mask_psi: float = opt(0.5, "objects mask: a cell counts when an anchor there has IoU > psi x the box's best IoU", bounds=UNIT_OPEN_LOW)
+    level_weighting: str = opt("equal", "equal: the mean over hinted levels (the paper); cells: each level "
+                               "weighted by its share of the hinted cells; sum: the sum over levels (MMRazor's "
+                               "PKD)", choices=LEVEL_WEIGHTINGS)
+    level_weights: list[float] | None = opt(None, "explicit weight per hinted level, in level order (overrides "
+                                            "level_weighting; the weighted sum is divided by their sum)", bounds=NON_NEGATIVE)
 
 
 @dataclass
@@ -264,6 +329,17 @@ class DistillSection:
     rcn_reg: RegTermSection = section(RegTermSection, "RoI-head bounded regression (eq. 4)")
     rpn_reg: RegTermSection = section(RegTermSection, "RPN bounded regression (eq. 4)")
     hint: HintSection = section(HintSection)
+    diagnose_every: int = opt(0, "log each term's share of the gradient norm per student module every N "
+                              "iterations (0: off; costs one backward per term)", bounds=NON_NEGATIVE)
+
+
+@dataclass
+class StudentSection:
+    """Where the distilled student starts."""
+
+    init: str = opt("none", "none: model.* as configured (from scratch, or model.checkpoint/weights); teacher: "
+                    "the teacher's weights (same architecture, e.g. a half-resolution student; its fair "
+                    "baseline is the same start without distillation)", choices=STUDENT_INITS)
 
 
 @dataclass
@@ -273,6 +349,7 @@ class DistillConfig(Config):
     sections, the terms of Chen et al. (NeurIPS 2017) and their alternatives."""
 
     teacher: TeacherSection = section(TeacherSection)
+    student: StudentSection = section(StudentSection)
     distill: DistillSection = section(DistillSection)
 
 
@@ -357,6 +434,28 @@ def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
 # --- files and bases ---------------------------------------------------------------------------
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping names a key twice (PyYAML keeps the last one silently)."""
+
+    def __init__(self, key: Any, first: int, line: int) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key, self.first, self.line = key, first, line
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` (plain data only) that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise DuplicateKeyError(key, seen[key], line)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: str, named_by: str | None = None) -> dict[str, Any]:
     """One YAML file as a mapping; user errors name the file (and line)."""
     what = f"{named_by}: _base_ file" if named_by else "config file"
@@ -370,7 +469,10 @@ def _read_yaml(path: str, named_by: str | None = None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(path, f"cannot read config: {e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader: no code, no objects)
+    except DuplicateKeyError as e:
+        raise DataError(path, f"duplicate key {e.key!r} (first at line {e.first}); the second would silently "
+                        "replace the first", e.line) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -518,7 +620,13 @@ def _build(cls: type, value: Any, key: str, origins: Mapping[str, str], schema: 
             raise _unknown_key(cls, str(name), path, _origin(origins, path), schema)
         kwargs[name] = _convert(sub, hints[name], path, origins, schema)
         _check_value(cls, name, kwargs[name], path, _origin(origins, path))
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    for names, problem in getattr(built, "problems", list)():  # checks across the section's keys
+        paths = [f"{key}.{n}" if key else n for n in names]
+        set_in = [origins[p] for p in paths if p in origins]  # where the keys were set (a default: nowhere)
+        where = COMMAND_LINE if COMMAND_LINE in set_in else (set_in[-1] if set_in else _origin(origins, key))
+        raise DetkdError(f"{where}: {paths[0]!r} {problem}")
+    return built
 
 
 def _convert(value: Any, tp: Any, key: str, origins: Mapping[str, str], schema: type) -> Any:
@@ -583,6 +691,11 @@ def _check_value(cls: type, name: str, value: Any, key: str, where: str) -> None
         raise DetkdError(f"{where}: {key!r} must be one of {', '.join(choices)}; got {value!r}{hint}")
     if pattern and not re.fullmatch(pattern[0], str(value)):
         raise DetkdError(f"{where}: {key!r} must be {pattern[1]}; got {value!r}")
+    bounds = meta.get("bounds")
+    for item in value if isinstance(value, list) else [value]:
+        if bounds is not None and isinstance(item, (int, float)) and not isinstance(item, bool) and item not in bounds:
+            each = "each element " if isinstance(value, list) else ""
+            raise DetkdError(f"{where}: {key!r}: {each}must be {bounds.text()}; got {value!r}")
 
 
 # --- error messages ----------------------------------------------------------------------------

@@ -104,3 +104,49 @@ def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     )
     assert proc.returncode != 0 and "absent" in proc.stderr and "Traceback" not in proc.stderr
 
+
+
+def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_bad_image_read_by_a_loader_worker_is_one_line_naming_it(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "synth"
+    assert main(["data", "synth", str(root), "--images", "10", "--profile", "easy"]) == 0
+    image = root / "voc" / "JPEGImages" / "000001.png"
+    image.write_bytes(image.read_bytes()[:-30])  # truncated: no IEND
+    capsys.readouterr()
+    config = Path(__file__).resolve().parents[1] / "configs" / "synth" / "student_small.yaml"
+    code = main(["train", str(config), f"data.root={root}", "data.synth.images=10", "data.synth.profile=easy", "data.num_workers=1",
+                 "train.epochs=1", "train.batch_size=8", f"output_dir={tmp_path / 'run'}", "device=cpu"])
+    assert code == 2
+    err = one_line_error(capsys)
+    assert err == f"detkd: error: {image}: truncated image (no PNG IEND chunk)"
+
+
+def test_a_file_where_a_folder_belongs_is_one_line_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "plain_file"
+    blocker.write_text("x")
+    repo = Path(__file__).resolve().parents[1]
+    for args in (["train", str(repo / "configs" / "synth" / "student_small.yaml"), f"output_dir={blocker / 'run'}"],
+                 ["demo", "--out", str(blocker / "demo")],
+                 ["ablate", str(repo / "configs" / "synth" / "distill_small.yaml"), "--out", str(blocker / "a")]):
+        assert main(args) == 2, args
+        err = one_line_error(capsys)
+        assert str(blocker) in err and "Not a directory" in err, err
+
+
+def test_stats_check_images_decodes_every_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "synth"
+    assert main(["data", "synth", str(root), "--images", "10", "--profile", "easy"]) == 0
+    voc = root / "voc"
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--check-images"]) == 0
+    assert "0 bad (all decode whole)" in capsys.readouterr().out
+    image = voc / "JPEGImages" / "000002.png"
+    image.write_bytes(image.read_bytes()[:-30])
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--check-images",
+                 "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["bad_images"] == [f"{image}: truncated image (no PNG IEND chunk)"]

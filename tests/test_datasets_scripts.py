@@ -7,6 +7,8 @@ import shutil
 from pathlib import Path
 from types import ModuleType
 
+import cv2
+import numpy as np
 import pytest
 
 from detkd.data.kitti import read_kitti
@@ -34,7 +36,7 @@ def fake_voc_year(devkit: Path, year: str, trainval: list[str], test: list[str])
     (base / "JPEGImages").mkdir()
     for stem in trainval + test:
         (base / "Annotations" / f"{stem}.xml").write_text(VOC_XML.format(stem=stem))
-        (base / "JPEGImages" / f"{stem}.jpg").write_bytes(b"")  # existence is all indexing checks
+        cv2.imwrite(str(base / "JPEGImages" / f"{stem}.jpg"), np.zeros((10, 20, 3), np.uint8))  # the XML's size
     (base / "ImageSets" / "Main" / "trainval.txt").write_text("".join(s + "\n" for s in trainval))
     (base / "ImageSets" / "Main" / "test.txt").write_text("".join(s + "\n" for s in test))
 

@@ -47,6 +47,8 @@ def section_table(cls: type, prefix: str) -> list[str]:
         meaning = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             meaning += f" (one of: {', '.join(f.metadata['choices'])})"
+        if f.metadata.get("bounds"):
+            meaning += f" (range: {f.metadata['bounds'].text()})"
         row = [f"`{prefix}{f.name}`", type_name(tp).replace("|", "\\|"), default_text(f), meaning.replace("|", "\\|")]
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")

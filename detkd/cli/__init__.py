@@ -7,16 +7,23 @@ program with a one-line reason on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import sys
-from collections.abc import Sequence
+import os
+
+# Before torch loads OpenMP: threads that wait sleep instead of spinning. With two jobs on the
+# same cores, spinning threads of one job hold the cores the other job's threads wait for, and
+# both slow down several times over (bench/contention.py); set the variable to override.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 
 from detkd import __version__
-from detkd.cli import ablate, bench, data, demo, distill, evaluate, export, train
+from detkd.cli import ablate, bench, data, demo, distill, doctor, evaluate, export, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (demo, data, evaluate, train, distill, export, bench, ablate)
+SUBCOMMANDS = (demo, data, evaluate, train, distill, doctor, export, bench, ablate)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation
@@ -25,6 +32,7 @@ detkd: make object detectors small and fast by knowledge distillation
 Start with `detkd demo`: a teacher, two students and their distilled versions
 on the embedded dataset, compared in a report (about 10 minutes on 2 CPU cores).
 Then `detkd train` / `detkd distill` / `detkd eval` your own configs (configs/),
+`detkd doctor DISTILL_CONFIG` to see whether a teacher can teach a student first,
 `detkd bench CONFIG ...` to compare the speed of detectors, and `detkd ablate
 CONFIG` for the paper's ablations (Tables 4 and 5) over seeds.
 `detkd COMMAND --help` explains each."""
@@ -58,6 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DetkdError as e:
         print(f"detkd: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk, a read-only folder, a file where a folder belongs
+        where = e.filename if e.filename is not None else "detkd"
+        print(f"detkd: error: {where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("detkd: interrupted", file=sys.stderr)

@@ -21,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("out_dir", metavar="OUT_DIR")
     synth.add_argument("--images", type=positive_int, default=1000, help="number of images (default 1000)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    synth.add_argument("--profile", choices=("standard", "easy"), default="standard",
-                       help="standard: objects of 8-128 px on 288-384 px images; easy: the demo's "
-                            "16-80 px objects on 168-224 px images with less clutter (default standard)")
+    synth.add_argument("--profile", choices=("standard", "easy", "demo"), default="standard",
+                       help="standard: objects of 8-128 px on 288-384 px images; easy: 16-64 px objects on "
+                            "112-144 px images with little clutter; demo: the demo's, 16-80 px objects on "
+                            "224-288 px images with little clutter (default standard)")
     synth.set_defaults(func=run_synth)
 
     stats = data_sub.add_parser(
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dataset_args(stats)
     stats.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    stats.add_argument("--check-images", action="store_true",
+                       help="decode every image once: list the unreadable, truncated or wrongly sized ones "
+                            "(exit status 1 when there are any)")
     stats.set_defaults(func=run_stats)
 
 
@@ -59,9 +63,14 @@ def run_synth(args: argparse.Namespace) -> int:
 def run_stats(args: argparse.Namespace) -> int:
     from detkd.data.stats import dataset_stats, format_stats
 
-    stats = dataset_stats(index_from_args(args))
+    from detkd.data.stats import check_images
+
+    index = index_from_args(args)
+    stats = dataset_stats(index)
+    if args.check_images:
+        stats["bad_images"] = check_images(index)
     if args.json:
         print_json(stats)
     else:
         print(format_stats(stats))
-    return 0
+    return 1 if stats.get("bad_images") else 0

@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                    description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last.pt")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
     parser.set_defaults(func=run)
 
 
@@ -33,5 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from detkd.distill.build import build_distill_task
     from detkd.engine.trainer import train
 
-    print_summary(train(read_config(args, DistillConfig), resume=args.resume, task_builder=build_distill_task))
+    print_summary(train(read_config(args, DistillConfig), resume=args.resume, task_builder=build_distill_task,
+                        overwrite=args.overwrite))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 from detkd.cli.common import add_dataset_args, index_from_args, print_json
 
@@ -38,18 +37,10 @@ def run(args: argparse.Namespace) -> int:
 
     index = index_from_args(args)
     predictions = load_results(args.results, index)
-    ann_file = coco_ann_file(args) if args.format == "coco" and not args.classes else None
-    metrics = evaluate_predictions(index, predictions, ann_file=ann_file)
+    metrics = evaluate_predictions(index, predictions)
     if args.json:
         print_json(metrics)
     else:
         print(format_metrics_table(metrics, index.classes))
     return 0
 
-
-def coco_ann_file(args: argparse.Namespace) -> str | None:
-    """The instances JSON of a COCO dataset, so COCO metrics come from the file itself."""
-    if args.ann:
-        return args.ann
-    path = os.path.join(args.root, "annotations", f"instances_{args.split}.json")
-    return path if args.split and os.path.isfile(path) else None

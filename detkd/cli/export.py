@@ -22,6 +22,9 @@ distillation's adaptation layers are left out) as
 Rebuild it with detkd.models.export.load_exported("OUT.pt"), or with
 detkd.models.build_model(ModelSection(**json["model"]), json["num_classes"]) and load_state_dict.
 
+Outputs are never the checkpoint itself, never each other (OUT.json is the state dict's
+sidecar), and an existing file is replaced only with --force.
+
 --onnx also exports ONNX (needs `pip install 'detkd[export]'`: onnx, onnxruntime) and checks
 ONNX Runtime's detections against PyTorch's on a few images: the checkpoint's test images (or
 --images), boxes within 1e-2 px, same labels, scores within 1e-4; a mismatch fails the command."""
@@ -42,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--check-images", type=int, default=3, metavar="N",
                         help="images for the ONNX check (default: 3)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 or later (default: 17)")
+    parser.add_argument("--force", action="store_true", help="replace outputs that exist (never the checkpoint)")
     parser.set_defaults(func=run)
 
 
@@ -52,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         require_onnx()  # before any work
         if args.opset < 11:
             raise DetkdError(f"--opset {args.opset}: torchvision's Faster R-CNN needs opset 11 or later")
-    info = export_student(args.checkpoint, args.out)
+    info = export_student(args.checkpoint, args.out, force=args.force,
+                          extra_outputs=[args.onnx] if args.onnx else [])
     print(f"wrote {args.out} and its model arguments ({info['model']['backbone']}, {info['num_classes'] - 1} classes)")
     if not args.onnx:
         return 0

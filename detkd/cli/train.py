@@ -21,10 +21,16 @@ end, and every train.checkpoint_every iterations), best.pt (best train.metric so
 metrics.jsonl (losses every train.log_every iterations, metrics at every evaluation) and
 results.json (the latest evaluation's detections, COCO results format).
 
-A directory that already holds last.pt is not overwritten: pass --resume to continue that run
-from its last checkpoint (data order, RNG states, optimizer and schedule included; on CPU with
-data.num_workers=0 a resumed run ends bit-identical to an uninterrupted one), or choose another
-output_dir. --resume on a directory without last.pt starts a new run.
+The run directory is locked while the run lives (a second run on it is refused; the lock of a
+process that died is taken over). A directory that already holds a run is not overwritten:
+pass --resume to continue it from its last checkpoint (data order, RNG states, optimizer and
+schedule included; on CPU with data.num_workers=0 a resumed run ends bit-identical to an
+uninterrupted one), --overwrite to replace it, or choose another output_dir. --resume on a
+directory without last.pt starts a new run in its place. A resume may change train.epochs,
+train.eval_every, train.log_every, train.checkpoint_every, train.metric, data.num_workers and
+device (it says which it applied); any other changed key is refused before anything is written.
+Weights are checked before every checkpoint: a step that leaves NaN or infinite weights stops the
+run with an error naming the iteration, and the last good last.pt stays.
 
 examples:
   detkd train configs/synth/teacher.yaml
@@ -54,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_config_args(train)
     train.add_argument("--resume", action="store_true", help="continue the run in output_dir from its last.pt")
+    train.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir")
     train.set_defaults(func=run_train)
 
     ev = subparsers.add_parser(
@@ -89,7 +96,7 @@ def read_config(args: argparse.Namespace, schema: type | None = None):  # -> det
 def run_train(args: argparse.Namespace) -> int:
     from detkd.engine.trainer import train
 
-    print_summary(train(read_config(args), resume=args.resume))
+    print_summary(train(read_config(args), resume=args.resume, overwrite=args.overwrite))
     return 0
 
 

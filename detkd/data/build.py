@@ -87,8 +87,8 @@ def concat_indexes(indexes: Sequence[DatasetIndex]) -> DatasetIndex:
                 raise DetkdError(f"image id {rec.image_id!r} is in two of the datasets ({ix.root})")
             seen.add(rec.image_id)
             records.append(_relabel(rec, remap))
-        report.dropped += ix.report.dropped
-        report.clipped += ix.report.clipped
+        for name in ("dropped", "outside", "clipped", "size_mismatch"):
+            getattr(report, name).extend(getattr(ix.report, name))
         report.skipped_classes.update(ix.report.skipped_classes)
     roots = "+".join(ix.root for ix in indexes)
     splits = "+".join(str(ix.split) for ix in indexes)

@@ -3,8 +3,10 @@
 Category ids map to contiguous labels ``1..K`` (sorted by category id, or in the order of the
 ``classes`` names given) and back through ``DatasetIndex.category_ids``. ``bbox`` is
 ``[x, y, w, h]`` in continuous pixels and becomes xyxy. ``iscrowd`` annotations become ignore
-regions labelled with their category. Images without annotations are kept; image ids are the
-COCO ids.
+regions labelled with their category; a missing ``iscrowd`` is 0. Each kept object's ``area``
+(COCO's own, the mask area that decides small/medium/large; the box area when the file has
+none) is kept in ``extras["area"]`` for the COCO evaluation. Images without annotations are
+kept; image ids are the COCO ids.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from detkd.data.common import boxes_array, check_box, check_classes, labels_array, parse_number, warn_report
+from detkd.data.common import boxes_array, check_box, check_classes, checked_size, labels_array, parse_number, warn_report
 from detkd.data.dataset import DatasetIndex
-from detkd.data.images import image_size
 from detkd.data.records import ImageRecord, LoadReport
 from detkd.errors import DataError, DetkdError
 
@@ -130,6 +131,8 @@ def _group_annotations(
         a["_bbox"] = [parse_number(str(v), path, f"{what} bbox") for v in bbox]
         if a.get("iscrowd", 0) not in (0, 1):
             raise DataError(path, f"{what}: iscrowd must be 0 or 1, got {a.get('iscrowd')!r}")
+        area = a.get("area")  # absent or not a positive number: the box's area is used
+        a["_area"] = float(area) if isinstance(area, (int, float)) and not isinstance(area, bool) and area > 0 else None
         grouped[a["image_id"]].append(a)
     return grouped
 
@@ -151,8 +154,8 @@ def _make_record(
     image = os.path.join(image_dir, im["file_name"])
     if not os.path.isfile(image):
         raise DataError(path, f"image {im['id']}: file {image} is missing")
-    width, height = _json_size(im) or image_size(image)
-    boxes, labels, ignore, ignore_labels = [], [], [], []
+    width, height = checked_size(report, image, _json_size(im), f"{path} (image {im['id']})")
+    boxes, labels, areas, ignore, ignore_labels = [], [], [], [], []
     for a in annotations:
         cat = a["category_id"]
         if cat not in label_of:
@@ -162,12 +165,18 @@ def _make_record(
         box = check_box(report, (x, y, x + w, y + h), width, height, f"{path} (annotation {a.get('id')})")
         if box is None:
             continue
-        (ignore if a.get("iscrowd", 0) else boxes).append(box)
-        (ignore_labels if a.get("iscrowd", 0) else labels).append(label_of[cat])
+        if a.get("iscrowd", 0):
+            ignore.append(box)
+            ignore_labels.append(label_of[cat])
+        else:
+            boxes.append(box)
+            labels.append(label_of[cat])
+            areas.append(a["_area"] if a["_area"] is not None else (box[2] - box[0]) * (box[3] - box[1]))
     return ImageRecord(
         image_id=im["id"], file_name=os.path.abspath(image), width=width, height=height,
         boxes=boxes_array(boxes), labels=labels_array(labels), difficult=np.zeros(len(boxes), dtype=bool),
         ignore_boxes=boxes_array(ignore), ignore_labels=labels_array(ignore_labels),
+        extras={"area": np.asarray(areas, dtype=np.float64)},
     )  # fmt: skip
 
 

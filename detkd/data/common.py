@@ -26,8 +26,9 @@ def check_box(
 ) -> tuple[float, float, float, float] | None:
     """``box`` (xyxy, continuous pixels) clipped to the image, or None when it must be dropped.
 
-    A box with zero or negative size, or one wholly outside the image, is dropped; one that
-    reaches outside the image is clipped to it. Both are recorded in ``report`` at ``where``.
+    A box with zero or negative size (``report.dropped``) or wholly outside the image
+    (``report.outside``) is dropped; one that reaches outside the image is clipped to it
+    (``report.clipped``), each recorded at ``where``.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     if x2 <= x1 or y2 <= y1:
@@ -36,11 +37,22 @@ def check_box(
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
     if cx2 <= cx1 or cy2 <= cy1:
-        report.dropped.append(where)
+        report.outside.append(where)
         return None
     if max(abs(cx1 - x1), abs(cy1 - y1), abs(cx2 - x2), abs(cy2 - y2)) > CLIP_TOLERANCE:
         report.clipped.append(where)
     return cx1, cy1, cx2, cy2
+
+
+def checked_size(report: LoadReport, image: str, annotated: tuple[int, int] | None, where: str) -> tuple[int, int]:
+    """The image's ``(width, height)`` from its file header; an annotated size that differs is
+    recorded in ``report`` (the file's is used: boxes are clipped to the real image)."""
+    from detkd.data.images import image_size
+
+    actual = image_size(image)
+    if annotated is not None and tuple(annotated) != tuple(actual):
+        report.size_mismatch.append(f"{where}: annotated {annotated[0]}x{annotated[1]}, file {actual[0]}x{actual[1]}")
+    return actual
 
 
 def parse_number(text: str | None, path: str, what: str, line: int | None = None) -> float:
@@ -72,7 +84,10 @@ def check_classes(classes: Sequence[str] | None) -> tuple[str, ...] | None:
 
 
 def read_list_file(path: str) -> list[tuple[int, str]]:
-    """``(line number, stem)`` for each non-empty line of a split file (an extension is dropped)."""
+    """``(line number, stem)`` for each non-empty line of a split file (an extension is dropped).
+
+    An id listed twice is an error naming both lines: it would duplicate the image's ground truth
+    and make perfect detections score below 1."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
@@ -80,7 +95,7 @@ def read_list_file(path: str) -> list[tuple[int, str]]:
         raise DataError(path, f"cannot read the split file ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise DataError(path, "the split file is not UTF-8 text") from None
-    entries = []
+    entries, first_line = [], {}
     for number, text in enumerate(lines, start=1):
         text = text.strip()
         if not text or text.startswith("#"):
@@ -89,6 +104,9 @@ def read_list_file(path: str) -> list[tuple[int, str]]:
         base, ext = os.path.splitext(stem)
         if ext in IMAGE_EXTENSIONS or ext in (".txt", ".xml"):
             stem = base
+        if stem in first_line:
+            raise DataError(path, f"{stem} is listed twice (first at line {first_line[stem]})", number)
+        first_line[stem] = number
         entries.append((number, stem))
     return entries
 

@@ -1,4 +1,12 @@
-"""Image files: size from the header, pixels as the sample contract wants them."""
+"""Image files: size from the header, pixels as the sample contract wants them.
+
+One size everywhere: the stored pixel grid. EXIF orientation is ignored both when the header is
+read (PIL's ``size``) and when the pixels are decoded (``cv2.IMREAD_IGNORE_ORIENTATION``), as
+annotations refer to the stored grid; the readers take each image's size from its header, never
+from an annotation that may disagree. A file that is empty, not an image, or truncated (a JPEG
+without its end-of-image marker, a PNG without its ``IEND`` chunk: decoders fill the missing
+part with grey) is refused with its name.
+"""
 
 from __future__ import annotations
 
@@ -34,10 +42,29 @@ def image_size(path: str) -> tuple[int, int]:
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """The image as ``[H, W, 3]`` uint8 RGB, or a DataError naming the file."""
-    if not os.path.isfile(path):
-        raise DataError(path, "image file is missing")
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
+    """The image as ``[H, W, 3]`` uint8 RGB (EXIF orientation ignored), or a DataError naming
+    the file when it is missing, undecodable or truncated."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(path, "image file is missing") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read the image ({e.strerror or e})") from None
+    problem = truncation(data)
+    if problem:
+        raise DataError(path, f"truncated image ({problem})")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
-        raise DataError(path, "unreadable image (not a valid image file or truncated)")
+        raise DataError(path, "unreadable image (empty, or not a valid image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def truncation(data: bytes) -> str | None:
+    """Why a JPEG or PNG file's bytes end early, or None (other formats: the decoder decides)."""
+    if data[:3] == b"\xff\xd8\xff":
+        end = data.rstrip(b"\x00\r\n\t ")
+        return None if end.endswith(b"\xff\xd9") else "no JPEG end-of-image marker"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return None if b"IEND" in data[-16:] else "no PNG IEND chunk"
+    return None

@@ -151,9 +151,9 @@ def _make_record(
 ) -> ImageRecord:
     """The record of one label file: kept objects, DontCare regions and neighbour objects."""
     width, height = image_size(image)
-    kept: dict[str, list] = {"boxes": [], "labels": [], "truncated": [], "occluded": []}
+    kept: dict[str, list] = {"boxes": [], "labels": [], "truncated": [], "occluded": [], "height": []}
     ignore: list = []
-    neighbors: dict[str, list] = {"boxes": [], "labels": []}
+    neighbors: dict[str, list] = {"boxes": [], "labels": [], "height": []}
     for obj in objects:
         name = rename.get(obj.type, obj.type)
         if DONT_CARE in (obj.type, name):  # class_map may send a type to DontCare (e.g. Misc)
@@ -163,12 +163,14 @@ def _make_record(
             if _add(kept["boxes"], kept["labels"], box, label_of[name]):
                 kept["truncated"].append(obj.truncated)
                 kept["occluded"].append(obj.occluded)
+                kept["height"].append(obj.box[3] - obj.box[1])
         else:
             report.skipped_classes[obj.type] += 1
             neighbor = NEIGHBOR_CLASSES.get(obj.type)
             if neighbor in label_of:
                 box = check_box(report, obj.box, width, height, f"{path}:{obj.line}")
-                _add(neighbors["boxes"], neighbors["labels"], box, label_of[neighbor])
+                if _add(neighbors["boxes"], neighbors["labels"], box, label_of[neighbor]):
+                    neighbors["height"].append(obj.box[3] - obj.box[1])
     return ImageRecord(
         image_id=stem, file_name=os.path.abspath(image), width=width, height=height,
         boxes=boxes_array(kept["boxes"]), labels=labels_array(kept["labels"]),
@@ -177,8 +179,10 @@ def _make_record(
         extras={
             "truncated": np.asarray(kept["truncated"], dtype=np.float32),
             "occluded": np.asarray(kept["occluded"], dtype=np.int64),
+            "height": np.asarray(kept["height"], dtype=np.float64),
             "neighbor_boxes": boxes_array(neighbors["boxes"]),
             "neighbor_labels": labels_array(neighbors["labels"]),
+            "neighbor_heights": np.asarray(neighbors["height"], dtype=np.float64),
         },
     )  # fmt: skip
 

@@ -69,20 +69,29 @@ class ImageRecord:
 class LoadReport:
     """What a reader did with the objects it could not keep as they were.
 
-    ``dropped`` and ``clipped`` list ``"file[:line]"`` locations of degenerate boxes (zero or
-    negative size: dropped; reaching outside the image: clipped to it); ``skipped_classes``
-    counts objects of classes outside the selected class list, by name.
+    ``dropped``, ``outside`` and ``clipped`` list ``"file[:line]"`` locations of boxes with zero
+    or negative size (dropped), wholly outside the image (dropped) and reaching outside it
+    (clipped to it); ``size_mismatch`` the images whose annotated size differs from the file's
+    (the file's is used); ``skipped_classes`` counts objects of classes outside the selected
+    class list, by name.
     """
 
     dropped: list[str] = field(default_factory=list)
     clipped: list[str] = field(default_factory=list)
     skipped_classes: Counter[str] = field(default_factory=Counter)
+    outside: list[str] = field(default_factory=list)
+    size_mismatch: list[str] = field(default_factory=list)
 
     def summary_lines(self, dataset: str) -> list[str]:
         """One warning line per kind of problem, with counts and the first locations."""
         lines = []
+        if self.size_mismatch:
+            first = ", ".join(self.size_mismatch[:3]) + (", ..." if len(self.size_mismatch) > 3 else "")
+            lines.append(f"{dataset}: {len(self.size_mismatch)} image(s) whose annotated size differs from the "
+                         f"image file's; the file's size is used ({first})")
         for verb, where, why in (
             ("dropped", self.dropped, "with zero or negative size"),
+            ("dropped", self.outside, "wholly outside the image"),
             ("clipped", self.clipped, "reaching outside the image, to the image"),
         ):
             if where:

@@ -33,10 +33,33 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
         "ignored": ignored,
         "difficult": difficult,
         "dropped": len(index.report.dropped),
+        "dropped_outside": len(index.report.outside),
         "clipped": len(index.report.clipped),
+        "size_mismatch": len(index.report.size_mismatch),
         "per_class": {name: int(counts[k]) for k, name in enumerate(index.classes, start=1)},
         "skipped_classes": dict(sorted(index.report.skipped_classes.items())),
     }
+
+
+def check_images(index: DatasetIndex) -> list[str]:
+    """Decode every image of ``index`` once (with a progress bar): ``"file: problem"`` for each
+    one that is unreadable or truncated, or whose pixels differ in size from its record."""
+    from tqdm import tqdm
+
+    from detkd.data.images import read_rgb
+    from detkd.errors import DataError
+
+    bad = []
+    for record in tqdm(index.records, desc="decoding images", disable=None, leave=False):
+        try:
+            image = read_rgb(record.file_name)
+        except DataError as e:
+            bad.append(str(e))
+            continue
+        if image.shape[:2] != (record.height, record.width):
+            bad.append(f"{record.file_name}: decoded {image.shape[1]}x{image.shape[0]}, indexed "
+                       f"{record.width}x{record.height}")
+    return bad
 
 
 def format_stats(stats: dict[str, Any]) -> str:
@@ -48,7 +71,9 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"ignored     {stats['ignored']:>8}  (DontCare / crowd regions)",
         f"difficult   {stats['difficult']:>8}",
         f"dropped     {stats['dropped']:>8}  (zero or negative size)",
+        f"dropped     {stats['dropped_outside']:>8}  (wholly outside the image)",
         f"clipped     {stats['clipped']:>8}  (reaching outside the image)",
+        f"size        {stats['size_mismatch']:>8}  (images whose annotated size differs from the file's)",
     ]
     per_class = stats["per_class"]
     if per_class:
@@ -59,4 +84,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     if stats["skipped_classes"]:
         skipped = ", ".join(f"{name}: {n}" for name, n in stats["skipped_classes"].items())
         lines.append(f"left out (classes not selected): {skipped}")
+    if "bad_images" in stats:
+        bad = stats["bad_images"]
+        lines.append(f"images checked by decoding: {len(bad)} bad" + (":" if bad else " (all decode whole)"))
+        lines += [f"  {line}" for line in bad]
     return "\n".join(lines)

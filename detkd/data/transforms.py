@@ -36,7 +36,7 @@ AugmentFn = Callable[[np.ndarray, ImageRecord], tuple[np.ndarray, ImageRecord]]
 
 # extras holding a box group of their own (key of the boxes -> keys aligned with them); every
 # other extras array is aligned with the record's kept boxes.
-BOX_GROUPS: dict[str, tuple[str, ...]] = {"neighbor_boxes": ("neighbor_labels",)}
+BOX_GROUPS: dict[str, tuple[str, ...]] = {"neighbor_boxes": ("neighbor_labels", "neighbor_heights")}
 
 
 @dataclass
@@ -45,6 +45,7 @@ class AugmentConfig:
 
     Attributes:
         hflip: probability of a horizontal flip.
+        vflip: probability of a vertical flip (for data without an up, e.g. microscopy).
         scale_jitter: ``(lo, hi)`` range of the object-scale factor (canvas size kept), or None.
         scale_p: probability of applying the scale jitter.
         brightness, contrast, saturation: maximum relative change (0.2: factor in [0.8, 1.2]).
@@ -57,6 +58,7 @@ class AugmentConfig:
     """
 
     hflip: float = 0.5
+    vflip: float = 0.0
     scale_jitter: tuple[float, float] | None = None
     scale_p: float = 1.0
     brightness: float = 0.0
@@ -70,7 +72,7 @@ class AugmentConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("hflip", "scale_p", "photometric_p", "min_visibility"):
+        for name in ("hflip", "vflip", "scale_p", "photometric_p", "min_visibility"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise DetkdError(f"augment.{name} must be in [0, 1], got {getattr(self, name)}")
         for name in ("brightness", "contrast", "saturation", "hue", "min_box_size"):
@@ -109,6 +111,8 @@ def build_pipeline(cfg: AugmentConfig) -> A.Compose:
     steps: list[A.BasicTransform] = []
     if cfg.hflip > 0:
         steps.append(A.HorizontalFlip(p=cfg.hflip))
+    if cfg.vflip > 0:
+        steps.append(A.VerticalFlip(p=cfg.vflip))
     if cfg.scale_jitter is not None and cfg.scale_p > 0:
         steps.append(A.Affine(scale=cfg.scale_jitter, keep_ratio=True, fit_output=False, interpolation=cv2.INTER_LINEAR,
                               border_mode=cv2.BORDER_CONSTANT, fill=cfg.fill, p=cfg.scale_p))  # fmt: skip

@@ -19,6 +19,7 @@ from detkd.data.common import (
     boxes_array,
     check_box,
     check_classes,
+    checked_size,
     labels_array,
     list_stems,
     parse_number,
@@ -26,7 +27,7 @@ from detkd.data.common import (
     warn_report,
 )
 from detkd.data.dataset import DatasetIndex
-from detkd.data.images import IMAGE_EXTENSIONS, image_size
+from detkd.data.images import IMAGE_EXTENSIONS
 from detkd.data.records import ImageRecord, LoadReport
 from detkd.errors import DataError
 
@@ -147,7 +148,7 @@ def _make_record(
 ) -> ImageRecord:
     """The record of one parsed annotation: selected classes kept, boxes checked."""
     stem, path, image = head
-    width, height = size if size is not None else image_size(image)
+    width, height = checked_size(report, image, size, path)
     boxes, labels, difficult = [], [], []
     for index, (name, raw, diff) in enumerate(objects, start=1):
         if name not in label_of:

@@ -95,7 +95,7 @@ def build_eval_dataset(data: DataSection, classes: Sequence[str] | None = None, 
 
 def build_augmentation(section: AugmentSection, seed: int) -> EpochSeededAugment | None:
     """The training augmentation of ``data.augment``; None when every option is off."""
-    if not (section.hflip or section.scale_jitter or section.brightness or section.contrast
+    if not (section.hflip or section.vflip or section.scale_jitter or section.brightness or section.contrast
             or section.hue or section.saturation):
         return None
     from detkd.data.transforms import AugmentConfig, build_augment
@@ -162,16 +162,29 @@ class ShardSampler(Sampler[int]):
 
 
 def seed_worker(worker_id: int) -> None:
-    """Seed python and numpy in a loader worker from its torch seed (itself from the loader's generator)."""
+    """Seed python and numpy in a loader worker from its torch seed (itself from the loader's
+    generator)."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def one_opencv_thread(num_workers: int) -> None:
+    """Keep loader workers to one thread: torch sets its own to 1 in a worker, and OpenCV's pool
+    would start one thread per core in every worker, each competing with the training threads.
+    Set here, in the parent, before the workers fork: a forked worker that reconfigures OpenCV's
+    pool can deadlock on the pool threads it did not inherit."""
+    if num_workers > 0:
+        import cv2
+
+        cv2.setNumThreads(1)
 
 
 def build_train_loader(dataset: DetectionDataset, batch_size: int, num_workers: int, seed: int, info: DistInfo) -> DataLoader:
     """Batches of ``(images, targets)`` lists; call :func:`start_epoch` before iterating."""
     if batch_size <= 0:
         raise DetkdError(f"train.batch_size: must be positive, got {batch_size}")
+    one_opencv_thread(num_workers)
     return DataLoader(
         dataset, batch_size=batch_size, sampler=TrainSampler(dataset, info, seed), num_workers=num_workers,
         collate_fn=collate, worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed),
@@ -189,10 +202,42 @@ def start_epoch(loader: DataLoader, epoch: int, start_batch: int, seed: int) -> 
 
 def build_eval_loader(dataset: DetectionDataset, num_workers: int, info: DistInfo) -> DataLoader:
     """This rank's shard of ``dataset``, one image a batch (as torchvision's references evaluate)."""
+    one_opencv_thread(num_workers)
     return DataLoader(
         dataset, batch_size=1, sampler=ShardSampler(len(dataset), info), num_workers=num_workers,
         collate_fn=collate, worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(0),
     )
+
+
+def batches(loader: DataLoader) -> Iterator:
+    """The loader's batches; an error a worker process raised reading the data (a
+    :class:`~detkd.errors.DetkdError`: a bad image, a bad annotation) comes back as itself, one
+    line naming the file, instead of torch's wrapper with the worker's traceback."""
+    iterator = iter(loader)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 (re-raised unless it is a worker's detkd error)
+            original = worker_error(e)
+            if original is None:
+                raise
+            raise original from None
+        yield batch
+
+
+def worker_error(e: BaseException) -> DetkdError | None:
+    """The detkd error inside torch's "Caught X in DataLoader worker process N" message, or None.
+    The message ends with the worker's traceback, whose last line is ``module.Class: message``."""
+    text = str(e)
+    if "in DataLoader worker process" not in text:
+        return None
+    last = text.rstrip().splitlines()[-1]
+    kind, sep, message = last.partition(": ")
+    if not sep or not kind.startswith("detkd.errors."):
+        return None
+    return DetkdError(message)
 
 
 def iters_per_epoch(loader: DataLoader) -> int:
@@ -201,19 +246,23 @@ def iters_per_epoch(loader: DataLoader) -> int:
     return -(-sampler.num_samples // loader.batch_size)
 
 
+def data_classes(data: DataSection) -> tuple[str, ...]:
+    """The label order a model trained on ``data`` has: ``data.classes``, the format's default
+    (VOC's 20, the embedded dataset's 9), else the classes the reader finds in the training split
+    (the evaluation split's when there is no training split to read)."""
+    source = resolve_source(data)
+    if source.classes is not None:
+        return tuple(source.classes)
+    try:
+        return tuple(load_split(data, train=True).classes)
+    except DetkdError:
+        return tuple(load_split(data, train=False).classes)
+
+
 def eval_classes(data: DataSection, train_classes: Sequence[str]) -> tuple[str, ...] | None:
     """The label order to read the test split with: the training split's, except for COCO,
     whose categories come from its annotation file."""
     return None if data.format == "coco" else tuple(train_classes)
 
 
-def eval_ann_file(data: DataSection, split: str | None = None) -> str | None:
-    """COCO with its own categories: the test instances JSON, so COCO metrics come from the file."""
-    if data.format != "coco" or data.classes:
-        return None
-    if data.test_ann and split is None:
-        return os.path.join(os.path.expanduser(data.root), data.test_ann) if not os.path.isabs(data.test_ann) \
-            else data.test_ann
-    split = split or data.test_split
-    path = os.path.join(os.path.expanduser(data.root), "annotations", f"instances_{split}.json")
-    return path if split and os.path.isfile(path) else None
+

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from detkd.config import Config
 from detkd.data.dataset import DatasetIndex
 from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
+from detkd.engine.data import batches
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -39,7 +40,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, progress
     model.eval()
     predictions: list[Prediction] = []
     try:
-        for images, targets in tqdm(loader, desc="eval", disable=None if progress else True, leave=False):
+        for images, targets in tqdm(batches(loader), desc="eval", total=len(loader), disable=None if progress else True,
+                                    leave=False):
             outputs = model([im.to(device, non_blocking=True) for im in images])
             for out, target in zip(outputs, targets):
                 predictions.append({
@@ -74,7 +76,6 @@ def evaluate_model(
     index: DatasetIndex,
     info: DistInfo,
     results_path: str | os.PathLike[str] | None = None,
-    ann_file: str | None = None,
 ) -> dict[str, Any]:
     """Predict, gather, write the COCO results JSON (rank 0) and score: the metrics on every rank.
 
@@ -91,7 +92,7 @@ def evaluate_model(
         if results_path is not None:
             os.makedirs(os.path.dirname(os.path.abspath(results_path)) or ".", exist_ok=True)
             write_results(gathered, index, os.fspath(results_path))
-        metrics = evaluate_predictions(index, gathered, ann_file=ann_file)
+        metrics = evaluate_predictions(index, gathered)
     return broadcast_object(metrics, info)
 
 
@@ -141,18 +142,19 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, split: str | None = None,
         weights = detector_state_dict(model_state_from(state, checkpoint), checkpoint)
         saved_classes = state.get("classes") if isinstance(state.get("classes"), list) else None
         split = split or cfg.data.test_split
+        if saved_classes:
+            expected = D.data_classes(cfg.data)
+            if tuple(saved_classes) != expected:
+                raise DetkdError(f"{checkpoint}: trained on classes {saved_classes}, the config's data has "
+                                 f"{list(expected)} (set data.classes, or evaluate on the data it was trained on)")
         classes = D.eval_classes(cfg.data, saved_classes) if saved_classes else None
         dataset = D.build_eval_dataset(cfg.data, classes=classes, split=split)
-        if saved_classes and cfg.data.format != "coco" and tuple(saved_classes) != tuple(dataset.classes):
-            raise DetkdError(f"{checkpoint}: trained on classes {saved_classes}, the config's data has "
-                             f"{list(dataset.classes)}")
         model = build_model(cfg.model, dataset.index.num_classes + 1)
         load_state_checked(model, weights, checkpoint, "checkpoint")
         model.to(info.device)
         results_path = results_path or default_results_path(checkpoint, split)
         loader = D.build_eval_loader(dataset, cfg.data.num_workers, info)
-        metrics = evaluate_model(model, loader, dataset.index, info, results_path=results_path,
-                                 ann_file=D.eval_ann_file(cfg.data, split))
+        metrics = evaluate_model(model, loader, dataset.index, info, results_path=results_path)
         return EvalOutcome(metrics, tuple(dataset.classes), results_path, info.is_main)
     finally:
         cleanup_distributed(info)

@@ -3,14 +3,20 @@
 :func:`train` is what ``detkd train`` runs::
 
     trainer = Trainer(cfg, info)
-    trainer.prepare_run_dir(resume)   # refuse to overwrite a run; save config.yaml
-    trainer.build()                   # data, task (model), DDP, optimizer, schedule, AMP scaler
-    trainer.maybe_resume(resume)      # last.pt: weights, optimizer, epoch/iteration, RNG
-    trainer.fit()                     # per epoch: train_one_epoch, evaluate, checkpoint
+    with run_lock(run_dir):               # one process owns the run folder (rank 0)
+        trainer.prepare_run_dir(resume)   # refuse to overwrite a run; clear stale temporaries
+        trainer.build()                   # data, task (model), DDP, optimizer, schedule, AMP scaler
+        trainer.maybe_resume(resume)      # last.pt: weights, optimizer, epoch/iteration, RNG
+        trainer.start_log(resume)         # only now: config.yaml, metrics.jsonl
+        trainer.fit()                     # per epoch: train_one_epoch, checkpoint, evaluate
 
 A run directory holds ``config.yaml`` (the resolved config), ``last.pt`` (end of every epoch,
 and every ``train.checkpoint_every`` iterations), ``best.pt`` (best ``train.metric``),
-``metrics.jsonl`` and ``results.json`` (the COCO results of the latest evaluation).
+``metrics.jsonl`` and ``results.json`` (the COCO results of the latest evaluation). It is
+owned by one process at a time (:mod:`detkd.engine.rundir`), and nothing is written to it
+before the checks of the run folder, the metric name and a resume's config have passed.
+Weights are checked before every checkpoint: non-finite weights stop the run, never replace a
+good ``last.pt``.
 
 Repeatability: the model is initialised from ``seed``; the data order depends only on
 ``(seed, epoch)``; checkpoints hold every RNG state. On CPU with ``data.num_workers=0`` a run
@@ -19,13 +25,15 @@ resumed from any checkpoint ends with bit-identical weights to an uninterrupted 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import random
+import statistics
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +45,7 @@ from tqdm import tqdm
 from detkd.config import Config
 from detkd.engine import data as D
 from detkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detkd.engine.rundir import check_run_dir, remove_stale_temporaries, run_lock
 from detkd.engine.distributed import DistInfo, all_gather_objects, all_reduce_mean, cleanup_distributed, init_distributed
 from detkd.engine.inference import evaluate_model, metric_value
 from detkd.engine.logger import MetricLogger
@@ -58,21 +67,24 @@ def seed_everything(seed: int) -> None:
 
 
 def train(cfg: Config, resume: bool = False, task_builder: TaskBuilder = build_detector_task,
-          hooks: Sequence[Hook] = ()) -> dict[str, Any]:
+          hooks: Sequence[Hook] = (), overwrite: bool = False) -> dict[str, Any]:
     """Train ``cfg`` (under ``torchrun`` when its variables are set); -> the run's summary.
 
     ``task_builder(cfg, num_classes)`` makes what is trained (the detector by default; the
-    distillation task plugs in here). ``hooks`` are called after every iteration.
+    distillation task plugs in here). ``hooks`` are called after every iteration. ``overwrite``
+    replaces an earlier run in ``output_dir`` (without it, that is an error unless ``resume``).
     """
     info = init_distributed(cfg.device)
     if not info.is_main:
         log.setLevel(logging.WARNING)
     try:
         trainer = Trainer(cfg, info, task_builder, hooks)
-        trainer.prepare_run_dir(resume)
-        trainer.build()
-        trainer.maybe_resume(resume)
-        return trainer.fit()
+        with run_lock(trainer.run_dir) if info.is_main else contextlib.nullcontext():
+            trainer.prepare_run_dir(resume, overwrite)
+            trainer.build()
+            trainer.maybe_resume(resume)
+            trainer.start_log(resume)
+            return trainer.fit()
     finally:
         cleanup_distributed(info)
 
@@ -99,27 +111,35 @@ class Trainer:
         self.logger = MetricLogger(self.run_dir, enabled=False)
         self.amp = cfg.train.amp and info.device.type == "cuda"
         self.is_best = False
+        self.saved_step = 0  # the step of the last checkpoint written (or resumed from)
+        self.window = Window()  # kept across epochs: the iteration-time median spans them
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def prepare_run_dir(self, resume: bool) -> None:
-        """Refuse to overwrite a run without ``--resume``; write the resolved ``config.yaml``."""
+    def prepare_run_dir(self, resume: bool, overwrite: bool = False) -> None:
+        """Check the metric name and the run folder (:func:`~detkd.engine.rundir.check_run_dir`:
+        an earlier run needs ``--resume`` or ``--overwrite``); remove stale temporary files."""
         check_metric_family(self.cfg)
-        if os.path.exists(self.last_path) and not resume:
-            raise DetkdError(
-                f"{self.run_dir}: already holds a run (last.pt); pass --resume to continue it, "
-                f"or choose another output_dir=..."
-            )
         if self.info.is_main:
-            from detkd.config import save_config
+            check_run_dir(self.run_dir, resume, overwrite)
+            remove_stale_temporaries(self.run_dir)
 
-            os.makedirs(self.run_dir, exist_ok=True)
-            save_config(self.cfg, os.path.join(self.run_dir, "config.yaml"))
-            self.logger = MetricLogger(self.run_dir, enabled=True)
+    def start_log(self, resume: bool) -> None:
+        """Once every check has passed: write ``config.yaml`` and open ``metrics.jsonl`` (a resumed
+        run keeps the records up to its checkpoint, a new one starts it empty)."""
+        if not self.info.is_main:
+            return
+        from detkd.config import save_config
+
+        save_config(self.cfg, os.path.join(self.run_dir, "config.yaml"))
+        self.logger = MetricLogger(self.run_dir, enabled=True)
+        self.logger.truncate_after(self.step)
 
     def build(self) -> None:
         """Data, the task and its model, DDP, optimizer, schedule and AMP scaler."""
         cfg, info = self.cfg, self.info
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         self.train_set = D.build_train_dataset(cfg.data, cfg.seed)
         self.classes = tuple(self.train_set.classes)
@@ -151,24 +171,27 @@ class Trainer:
             log.info("--resume: no last.pt in %s, starting a new run", self.run_dir)
             return
         state = load_checkpoint(self.last_path, map_location=self.info.device)
-        changed = config_changes(state.get("config", {}), dataclasses.asdict(self.cfg))
-        if changed:
-            log.warning("--resume: the config differs from the checkpoint's in %s", ", ".join(changed))
+        applied = check_resume_config(self.last_path, saved_config(state, self.last_path, type(self.cfg)),
+                                      dataclasses.asdict(self.cfg))
         self.load_state(state)
-        self.logger.truncate_after(self.step)
+        if "train.metric" in applied:
+            self.best = {"metric": self.cfg.train.metric, "value": None, "epoch": None}
+        self.saved_step = self.step
         log.info("resumed %s at epoch %d, iteration %d (step %d)", self.last_path, self.epoch + 1,
                  self.iteration, self.step)
 
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs; evaluate every ``eval_every`` epochs and after the last."""
+        """Train the remaining epochs; checkpoint every epoch, then evaluate every ``eval_every``
+        epochs and after the last (``last.pt`` is on disk before an evaluation may fail)."""
         epochs = self.cfg.train.epochs
         try:
             while self.epoch < epochs:
                 self.train_one_epoch()
                 self.epoch, self.iteration = self.epoch + 1, 0
+                self.checkpoint(end_of_epoch=True)
                 if self.due_for_evaluation():
                     self.evaluate()
-                self.checkpoint(end_of_epoch=True)
+                    self.checkpoint(end_of_epoch=True)  # last.pt with the new best, best.pt if it is
         finally:
             self.logger.close()
         return {"run_dir": self.run_dir, "epochs": self.epoch, "steps": self.step, "best": dict(self.best),
@@ -185,11 +208,14 @@ class Trainer:
         D.start_epoch(self.train_loader, self.epoch, self.iteration, self.cfg.seed)
         bar = tqdm(total=self.iters_per_epoch, initial=self.iteration, desc=f"epoch {self.epoch + 1}/{self.cfg.train.epochs}",
                    disable=None if self.info.is_main else True, dynamic_ncols=True)
-        window = Window()
+        window = self.window
+        window.reset()
         tick = time.perf_counter()
-        for images, targets in self.train_loader:
+        for images, targets in D.batches(self.train_loader):
             losses = self.train_step(images, targets)
             self.iteration, self.step = self.iteration + 1, self.step + 1
+            for record in getattr(self.task, "pop_records", list)():
+                self.logger.write({**record, "step": self.step, "epoch": self.epoch})
             now = time.perf_counter()
             window.add(losses, len(images) * self.info.world_size, now - tick)
             tick = now
@@ -241,10 +267,9 @@ class Trainer:
     def evaluate(self) -> dict[str, Any]:
         """Score ``task.detector`` on the test split (sharded over ranks); log; track the best."""
         tick = time.perf_counter()
-        ann = D.eval_ann_file(self.cfg.data)
         results = os.path.join(self.run_dir, "results.json") if self.info.is_main else None
         self.metrics = evaluate_model(self.task.detector, self.eval_loader, self.eval_set.index, self.info,
-                                      results_path=results, ann_file=ann)
+                                      results_path=results)
         value = metric_value(self.metrics, self.cfg.train.metric)
         self.is_best = self.best["value"] is None or value > self.best["value"]
         if self.is_best:
@@ -256,13 +281,27 @@ class Trainer:
         return self.metrics
 
     def checkpoint(self, end_of_epoch: bool) -> None:
-        """``last.pt`` (and ``best.pt`` after an evaluation that improved ``train.metric``), rank 0 only."""
+        """``last.pt`` (and ``best.pt`` after an evaluation that improved ``train.metric``), rank 0
+        only, after checking that every weight is finite."""
+        self.check_finite_weights()
         state = self.state_dict()  # every rank: gathers the RNG states
         if self.info.is_main:
             save_checkpoint(self.last_path, state)
             if end_of_epoch and self.is_best:
                 save_checkpoint(os.path.join(self.run_dir, "best.pt"), state)
+        self.saved_step = self.step
         self.is_best = False
+
+    def check_finite_weights(self) -> None:
+        """Stop, keeping the last good ``last.pt``, when a step left NaN or infinite weights."""
+        bad = [name for name, p in self.task.module.state_dict().items()
+               if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+        if bad:
+            kept = f"last.pt keeps iteration {self.saved_step}" if self.saved_step else "no last.pt was written"
+            raise DetkdError(
+                f"non-finite weights after iteration {self.step} (epoch {self.epoch + (self.iteration > 0)}): "
+                f"{len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); not saved, {kept}; "
+                "try a lower train.lr, train.clip_grad_norm or more train.warmup_iters")
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -320,12 +359,16 @@ class Trainer:
 
 
 class Window:
-    """Loss terms averaged since the last log record, and a smoothed iteration time."""
+    """Loss terms averaged since the last log record, and the iteration time as the median of
+    the last :attr:`SPAN` iterations: a momentary stall (an epoch's data workers starting, a
+    checkpoint, another job) moves neither the images per second nor the ETA."""
+
+    SPAN = 25
 
     def __init__(self) -> None:
         self.reset()
         self.last: dict[str, float] = {}
-        self.sec_per_iter: float | None = None  # exponential moving average
+        self.times: deque[float] = deque(maxlen=self.SPAN)
         self.images_per_iter = 0
 
     def reset(self) -> None:
@@ -336,28 +379,69 @@ class Window:
         for k, v in values.items():
             self.sums[k] += v
         self.last, self.count, self.images_per_iter = values, self.count + 1, images
-        ema = self.sec_per_iter
-        self.sec_per_iter = seconds if ema is None else 0.9 * ema + 0.1 * seconds
+        self.times.append(seconds)
 
     def means(self) -> dict[str, float]:
         return {k: v / max(1, self.count) for k, v in self.sums.items()}
 
-    def img_per_s(self) -> float:
-        return self.images_per_iter / self.sec_per_iter if self.sec_per_iter else 0.0
-
     def seconds_per_iter(self) -> float:
-        return self.sec_per_iter or 0.0
+        return statistics.median(self.times) if self.times else 0.0
+
+    def img_per_s(self) -> float:
+        seconds = self.seconds_per_iter()
+        return self.images_per_iter / seconds if seconds else 0.0
 
 
 def check_metric_family(cfg: Config) -> None:
-    """``train.metric`` must name a family the dataset's format is scored with (before training)."""
-    from detkd.evaluation.build import families_for
+    """``train.metric`` must name a scalar metric the dataset's format is scored with (before training)."""
+    from detkd.evaluation.build import check_metric
 
-    family = cfg.train.metric.partition(".")[0]
-    families = families_for("voc" if cfg.data.format == "synth" else cfg.data.format)
-    if family not in families or "." not in cfg.train.metric:
-        raise DetkdError(f"train.metric: {cfg.train.metric!r} is not family.key with a family of "
-                         f"{cfg.data.format} data ({', '.join(families)}), e.g. voc.mAP or coco.AP")
+    check_metric(cfg.train.metric, "voc" if cfg.data.format == "synth" else cfg.data.format)
+
+
+# What a resumed run can honour when it differs from the checkpoint's config; anything else
+# (the model, the data, the batch size, the optimizer and its lr, the seed, the terms) is refused.
+RESUME_APPLIES = {
+    "train.epochs": "the schedule is recomputed over the new length", "train.threads": "",
+    "train.eval_every": "", "train.log_every": "", "train.checkpoint_every": "",
+    "train.metric": "best.pt is tracked afresh from the next evaluation",
+    "data.num_workers": "", "device": "", "output_dir": "",
+}
+
+
+def saved_config(state: dict[str, Any], path: str, schema: type) -> dict[str, Any]:
+    """A checkpoint's config with the defaults of keys it predates filled in (a key added to detkd
+    after the run started is not a change)."""
+    from detkd.config import config_from_dict
+
+    raw = state.get("config") or {}
+    try:
+        return dataclasses.asdict(config_from_dict(raw, path, schema=schema))
+    except DetkdError:
+        return raw
+
+
+def check_resume_config(path: str, saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """The keys a resume changes that it can honour (logged); a change it cannot honour is a
+    :class:`DetkdError` naming every such key with both values."""
+    changed = config_changes(saved, current)
+    refused = [k for k in changed if k not in RESUME_APPLIES]
+    if refused:
+        pairs = "; ".join(f"{k}: {_at(saved, k)!r} in the checkpoint, {_at(current, k)!r} now" for k in refused)
+        raise DetkdError(f"{path}: --resume cannot honour a changed {', '.join(refused)} ({pairs}); set them back, "
+                         "or start a new run in another output_dir")
+    for key in changed:
+        note = RESUME_APPLIES[key]
+        log.info("--resume: %s changed (%r -> %r), applied%s", key, _at(saved, key), _at(current, key),
+                 f": {note}" if note else "")
+    return changed
+
+
+def _at(tree: dict[str, Any], dotted: str) -> Any:
+    value: Any = tree
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
 
 
 def config_changes(saved: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:

@@ -18,7 +18,7 @@ from detkd.evaluation.kitti import LEVELS, KITTIEvaluator
 from detkd.evaluation.voc import VOCEvaluator
 from detkd.registry import Registry
 
-EvaluatorBuilder = Callable[[DatasetIndex, "str | None"], DatasetEvaluator]
+EvaluatorBuilder = Callable[[DatasetIndex], DatasetEvaluator]
 EVALUATORS: Registry[EvaluatorBuilder] = Registry("metric family")
 
 FAMILIES = {
@@ -26,25 +26,40 @@ FAMILIES = {
     "kitti": ["coco", "voc07", "voc", "kitti"],
     "coco": ["coco", "voc07", "voc"],
 }
+# the scalar results of each family, the ones ``train.metric`` may name (KITTI's are per class and level)
+METRIC_KEYS = {"coco": ("AP", "AP50", "AP75", "APs", "APm", "APl"), "voc07": ("mAP",), "voc": ("mAP",), "kitti": ()}
+
+
+def check_metric(name: str, data_format: str) -> None:
+    """``name`` must be ``family.key`` of a scalar metric scored on ``data_format`` data (before
+    any training: a typo would otherwise surface after the first epoch)."""
+    family, _, key = name.partition(".")
+    valid = [f"{f}.{k}" for f in families_for(data_format) for k in METRIC_KEYS[f]]
+    if name not in valid:
+        import difflib
+
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise DetkdError(f"train.metric: {name!r} is not a metric of {data_format} data{hint} (valid: {', '.join(valid)})")
 
 
 @EVALUATORS.register("coco")
-def _coco(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
-    return COCOEvaluator(index, ann_file=ann_file)
+def _coco(index: DatasetIndex) -> DatasetEvaluator:
+    return COCOEvaluator(index)
 
 
 @EVALUATORS.register("voc07")
-def _voc07(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+def _voc07(index: DatasetIndex) -> DatasetEvaluator:
     return VOCEvaluator(index, use_07_metric=True)
 
 
 @EVALUATORS.register("voc")
-def _voc(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+def _voc(index: DatasetIndex) -> DatasetEvaluator:
     return VOCEvaluator(index, use_07_metric=False)
 
 
 @EVALUATORS.register("kitti")
-def _kitti(index: DatasetIndex, ann_file: str | None = None) -> DatasetEvaluator:
+def _kitti(index: DatasetIndex) -> DatasetEvaluator:
     return KITTIEvaluator(index)
 
 
@@ -55,19 +70,18 @@ def families_for(data_format: str) -> list[str]:
     return list(FAMILIES[data_format])
 
 
-def build_evaluators(index: DatasetIndex, ann_file: str | None = None,
-                     families: Sequence[str] | None = None) -> dict[str, DatasetEvaluator]:
-    """One evaluator per family (default: :func:`families_for` the index's format)."""
+def build_evaluators(index: DatasetIndex, families: Sequence[str] | None = None) -> dict[str, DatasetEvaluator]:
+    """One evaluator per family (default: :func:`families_for` the index's format), all on the
+    same records."""
     names = list(families) if families is not None else families_for(index.format)
-    return {name: EVALUATORS.get(name)(index, ann_file) for name in names}
+    return {name: EVALUATORS.get(name)(index) for name in names}
 
 
 def evaluate_predictions(index: DatasetIndex, predictions: Sequence[dict[str, Any]],
-                         ann_file: str | None = None,
                          families: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
     """Score per-image predictions with every applicable family: ``{family: metrics}``."""
     results = {}
-    for name, evaluator in build_evaluators(index, ann_file, families).items():
+    for name, evaluator in build_evaluators(index, families).items():
         evaluator.process(predictions)
         results[name] = evaluator.evaluate()
     return results

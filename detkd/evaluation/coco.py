@@ -1,17 +1,16 @@
 """COCO bbox AP through pycocotools' public API (``COCO``, ``loadRes``, ``COCOeval``).
 
-Ground truth:
-
-- With ``ann_file`` (COCO data), the ground truth is that instances file, exactly as
-  pycocotools reads it (all its images and categories are evaluated), so the numbers are
-  identical to calling pycocotools directly on the same results.
-- Otherwise it is built in memory from the index's records: one annotation per object with
-  ``area`` = box area; VOC ``difficult`` objects get ``iscrowd=1`` (so matching them costs
-  nothing, with COCO's crowd rule: IoU is intersection over the detection's area); ignore
-  regions get ``iscrowd=1`` with their class, and a region of any class (label 0, KITTI
-  ``DontCare``) becomes one crowd annotation per class; KITTI neighbour objects (a Van for
-  Car) become crowd annotations of the class they neighbour. String image ids (VOC, KITTI
-  stems) are numbered 1..N in record order internally; integer ids are kept.
+Ground truth: built in memory from the index's records, the same records every other family
+scores (so COCO and VOC numbers of one run never come from different ground truth): one
+annotation per object with ``area`` the annotation's own where the reader kept it (COCO's
+``area``, the mask area that decides small/medium/large: ``extras["area"]``), else the box
+area; VOC ``difficult`` objects get ``iscrowd=1`` (so matching them costs nothing, with COCO's
+crowd rule: IoU is intersection over the detection's area); ignore regions get ``iscrowd=1``
+with their class, and a region of any class (label 0, KITTI ``DontCare``) becomes one crowd
+annotation per class; KITTI neighbour objects (a Van for Car) become crowd annotations of the
+class they neighbour. String image ids (VOC, KITTI stems) are numbered 1..N in record order
+internally; integer ids (COCO's) are kept. On COCO data whose boxes the reader kept as they are,
+the numbers equal pycocotools' on the instances file (tested on coco128).
 
 Results: ``AP``, ``AP50``, ``AP75``, ``APs``, ``APm``, ``APl`` (``COCOeval.stats[:6]``), in
 ``[0, 1]``; ``per_class`` (AP@[.5:.95]) and ``per_class_ap50`` from the public
@@ -34,7 +33,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detkd.data.dataset import DatasetIndex
 from detkd.data.records import ImageRecord
-from detkd.errors import DataError, DetkdError
+from detkd.errors import DetkdError
 from detkd.evaluation.base import DatasetEvaluator, image_key
 from detkd.evaluation.results import predictions_to_coco_json
 
@@ -58,18 +57,20 @@ def record_annotations(record: ImageRecord, image_id: int, index: DatasetIndex) 
     """The in-memory COCO annotations of one record (ids left for the caller to set)."""
     nb_boxes = np.reshape(record.extras.get("neighbor_boxes", np.zeros((0, 4))), (-1, 4))
     nb_labels = record.extras.get("neighbor_labels", np.zeros(0, dtype=np.int64))
+    areas = record.extras.get("area")
+    areas = areas if areas is not None and len(areas) == len(record.boxes) else [None] * len(record.boxes)
     all_labels = list(range(1, index.num_classes + 1))
-    items = [(b, [int(k)], bool(d)) for b, k, d in zip(record.boxes, record.labels, record.difficult)]
-    items += [(b, all_labels if int(k) == 0 else [int(k)], True)
+    items = [(b, [int(k)], bool(d), a) for b, k, d, a in zip(record.boxes, record.labels, record.difficult, areas)]
+    items += [(b, all_labels if int(k) == 0 else [int(k)], True, None)
               for b, k in zip(record.ignore_boxes, record.ignore_labels)]
-    items += [(b, [int(k)], True) for b, k in zip(nb_boxes, nb_labels)]
+    items += [(b, [int(k)], True, None) for b, k in zip(nb_boxes, nb_labels)]
     anns = []
-    for box, labels, crowd in items:
+    for box, labels, crowd, area in items:
         x1, y1, x2, y2 = (float(v) for v in box)
         w, h = x2 - x1, y2 - y1
         for k in labels:
             anns.append({"image_id": image_id, "category_id": index.category_ids[k], "bbox": [x1, y1, w, h],
-                         "area": w * h, "iscrowd": int(crowd)})
+                         "area": float(area) if area is not None else w * h, "iscrowd": int(crowd)})
     return anns
 
 
@@ -92,17 +93,6 @@ def ground_truth_from_index(index: DatasetIndex) -> COCO:
     return gt
 
 
-def load_ground_truth(ann_file: str) -> COCO:
-    """pycocotools' ``COCO(ann_file)``, quiet, with a DataError for a missing or bad file."""
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            return COCO(ann_file)
-    except FileNotFoundError:
-        raise DataError(ann_file, "COCO annotation file not found") from None
-    except (ValueError, KeyError, TypeError, AssertionError) as e:
-        raise DataError(ann_file, f"not a COCO instances file ({type(e).__name__}: {e})") from None
-
-
 def empty_results(gt: COCO) -> COCO:
     """A results ``COCO`` without detections (``loadRes`` refuses an empty list)."""
     dt = COCO()
@@ -118,27 +108,24 @@ class COCOEvaluator(DatasetEvaluator):
 
     Args:
         index: the dataset; its ``category_ids`` give the results' category ids.
-        ann_file: the COCO instances JSON to use as ground truth, or None to build it from
-            the records.
     """
 
     family = "coco"
 
-    def __init__(self, index: DatasetIndex, ann_file: str | None = None) -> None:
-        self.ann_file = ann_file
+    def __init__(self, index: DatasetIndex) -> None:
         self.summary_text = ""
         self._gt: COCO | None = None
         super().__init__(index)
 
     def ground_truth(self) -> COCO:
-        """The pycocotools ground truth (built or read once)."""
+        """The pycocotools ground truth (built once from the records)."""
         if self._gt is None:
-            self._gt = load_ground_truth(self.ann_file) if self.ann_file else ground_truth_from_index(self.index)
+            self._gt = ground_truth_from_index(self.index)
         return self._gt
 
     def results_json(self) -> list[dict[str, Any]]:
         """The accumulated detections as COCO results entries with the ground truth's ids."""
-        ids = None if self.ann_file else coco_image_ids(self.index)
+        ids = coco_image_ids(self.index)
         preds = [{"image_id": r.image_id, "boxes": d.boxes, "scores": d.scores, "labels": d.labels}
                  for r, d in zip(self.index.records, self.detections())]
         return predictions_to_coco_json(preds, self.index, image_ids=ids)

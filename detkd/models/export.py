@@ -53,14 +53,33 @@ def sidecar_path(out_path: str) -> str:
     return os.path.splitext(out_path)[0] + ".json"
 
 
-def export_student(checkpoint_path: str, out_path: str) -> dict[str, Any]:
+def check_outputs(source: str, outputs: list[str], force: bool = False) -> None:
+    """Refuse outputs that would destroy a file: one that is the input (or another output), and,
+    without ``force``, one that exists; each error names both files."""
+    real = {os.path.realpath(source): f"the input {source}"}
+    for out in outputs:
+        key = os.path.realpath(out)
+        if key in real:
+            raise DetkdError(f"{out}: would overwrite {real[key]}; choose another output name")
+        real[key] = f"the output {out}"
+        if os.path.isdir(out):
+            raise DetkdError(f"{out}: is a folder; give a file name")
+        if os.path.exists(out) and not force:
+            raise DetkdError(f"{out}: exists; pass --force to replace it, or choose another output name")
+
+
+def export_student(checkpoint_path: str, out_path: str, force: bool = False,
+                   extra_outputs: Sequence[str] = ()) -> dict[str, Any]:
     """Write the detector of a checkpoint as ``out_path`` (state dict) and its sidecar JSON.
 
     Returns the sidecar's content. Raises :class:`DetkdError` for an unreadable checkpoint, one
-    without a config, or weights that do not fit the config's model.
+    without a config, weights that do not fit the config's model, or outputs that would
+    overwrite the checkpoint, each other (``extra_outputs``: e.g. the ONNX file) or, without
+    ``force``, an existing file (:func:`check_outputs`); nothing is written then.
     """
     from detkd.engine.checkpoint import load_checkpoint, model_state_from
 
+    check_outputs(checkpoint_path, [out_path, sidecar_path(out_path), *extra_outputs], force)
     state = load_checkpoint(checkpoint_path)
     weights = detector_state_dict(model_state_from(state, checkpoint_path), checkpoint_path)
     cfg = export_model_section(state, checkpoint_path)

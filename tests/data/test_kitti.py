@@ -146,3 +146,38 @@ def test_missing_and_unreadable_images(tmp_path: Path) -> None:
 def test_label_folder_missing(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"label_2: folder is missing"):
         read_kitti(str(tmp_path))
+
+
+def test_an_id_listed_twice_is_refused(tmp_path: Path) -> None:
+    root = make_kitti(tmp_path / "k", {s: [LINE.format("Car", 1, 2, 30, 20)] for s in ("000000", "000001")})
+    (root / "ImageSets").mkdir()
+    (root / "ImageSets" / "train.txt").write_text("000000\n000001\n000000.png\n")
+    with pytest.raises(DataError, match=r"train\.txt:3: 000000 is listed twice \(first at line 1\)"):
+        read_kitti(str(root), split="train")
+
+
+def test_heights_at_a_level_boundary_are_compared_in_float64(tmp_path: Path) -> None:
+    """y1 = 103.08, y2 = 128.08: 25.000000000000014 px in double precision (the devkit's: a
+    Moderate object), exactly 25.0 from float32 boxes (not Moderate)."""
+    from detkd.data.dataset import DatasetIndex
+    from detkd.evaluation.kitti import KITTIEvaluator
+
+    line = "Car 0.00 0 -1.5 10.0 103.08 60.0 128.08 1.5 1.6 3.9 1.0 1.7 20.0 -1.6"
+    root = tmp_path / "k"
+    (root / "label_2").mkdir(parents=True)
+    (root / "image_2").mkdir()
+    (root / "label_2" / "000000.txt").write_text(line + "\n")
+    cv2.imwrite(str(root / "image_2" / "000000.png"), np.zeros((200, 100, 3), np.uint8))
+    index = read_kitti(str(root), classes=["Car"])
+    assert index.records[0].extras["height"].tolist() == [128.08 - 103.08]
+    import dataclasses
+
+    def moderate(records):
+        evaluator = KITTIEvaluator(DatasetIndex("kitti", str(root), None, ("Car",), records))
+        evaluator.process([{"image_id": "000000", "boxes": records[0].boxes, "scores": np.ones(1, np.float32),
+                            "labels": np.ones(1, np.int64)}])
+        return evaluator.evaluate()["Car"]["moderate"]
+
+    assert moderate(index.records) is not None  # a Moderate object: counted
+    extras = {k: v for k, v in index.records[0].extras.items() if k != "height"}
+    assert moderate([dataclasses.replace(index.records[0], extras=extras)]) is None  # float32 box: not Moderate

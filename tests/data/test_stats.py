@@ -33,7 +33,8 @@ def small_index() -> DatasetIndex:
         ImageRecord("b", "b.jpg", 10, 10),
     ]  # fmt: skip
     report = LoadReport(dropped=["a.xml (object 4)"], clipped=["a.xml (object 5)", "b.xml (object 1)"],
-                        skipped_classes=Counter({"Misc": 2}))  # fmt: skip
+                        skipped_classes=Counter({"Misc": 2}), outside=["a.xml (object 6)"],
+                        size_mismatch=["b.xml: annotated 640x480, file 480x640"])  # fmt: skip
     return DatasetIndex("voc", "/data", "train", ("cat", "dog", "cow"), records, report)
 
 
@@ -41,7 +42,8 @@ def test_counts() -> None:
     stats = dataset_stats(small_index())
     assert stats == {
         "format": "voc", "split": "train", "images": 2, "empty_images": 1, "boxes": 3, "ignored": 1,
-        "difficult": 1, "dropped": 1, "clipped": 2, "per_class": {"cat": 1, "dog": 2, "cow": 0},
+        "difficult": 1, "dropped": 1, "dropped_outside": 1, "clipped": 2, "size_mismatch": 1,
+        "per_class": {"cat": 1, "dog": 2, "cow": 0},
         "skipped_classes": {"Misc": 2},
     }  # fmt: skip
     json.dumps(stats)  # JSON-ready for `detkd data stats --json`

@@ -54,6 +54,14 @@ def test_hflip_mirrors_every_box_group_exactly(image: np.ndarray, record: ImageR
     assert out is not record and np.array_equal(record.boxes, original.boxes)  # the cached record is untouched
 
 
+def test_vflip_mirrors_boxes_top_to_bottom(image: np.ndarray, record: ImageRecord) -> None:
+    out_image, out = build_augment(AugmentConfig(hflip=0.0, vflip=1.0))(image, record)
+    assert np.array_equal(out_image, image[::-1])
+    flipped = np.stack([record.boxes[:, 0], H - record.boxes[:, 3], record.boxes[:, 2], H - record.boxes[:, 1]], axis=1)
+    np.testing.assert_allclose(out.boxes, flipped, atol=1e-3)
+    assert np.array_equal(out.labels, record.labels)
+
+
 def test_scale_jitter_keeps_the_canvas_and_drops_boxes_pushed_out(image: np.ndarray, record: ImageRecord) -> None:
     out_image, out = build_augment(AugmentConfig(hflip=0.0, scale_jitter=(2.0, 2.0)))(image, record)
     assert out_image.shape == image.shape and (out.width, out.height) == (W, H)

@@ -130,8 +130,10 @@ def test_degenerate_boxes_dropped_and_outside_boxes_clipped_with_one_warning(tmp
         index = read_voc(str(root), split="train")
     data_warnings = [w for w in caught if issubclass(w.category, DataWarning)]
     assert len(data_warnings) == 1
-    assert "dropped 3 box(es)" in str(data_warnings[0].message) and "clipped 1 box(es)" in str(data_warnings[0].message)
-    assert all("a.xml" in w for w in index.report.dropped + index.report.clipped)
+    message = str(data_warnings[0].message)
+    assert "dropped 2 box(es) with zero or negative size" in message and "clipped 1 box(es)" in message
+    assert "dropped 1 box(es) wholly outside the image" in message  # each reason said apart
+    assert all("a.xml" in w for w in index.report.dropped + index.report.outside + index.report.clipped)
     np.testing.assert_allclose(index.records[0].boxes, [[0, 4, 64, 48], [1, 1, 8, 8]])
 
 
@@ -171,21 +173,67 @@ def test_missing_and_unreadable_images(tmp_path: Path) -> None:
     root = make_voc(tmp_path / "v", {"a": ann_xml("a", [])}, image=False)
     with pytest.raises(DataError, match=r"a\.xml: no image a\.\{"):
         read_voc(str(root), split="train")
-    (root / "JPEGImages" / "a.jpg").write_bytes(b"not a jpeg")
-    dataset = DetectionDataset(read_voc(str(root), split="train"))  # size from the XML: indexing is fine
-    with pytest.raises(DataError, match=r"a\.jpg: unreadable image"):
+    for content in (b"not a jpeg", b""):  # text and 0-byte files are refused when the data is indexed
+        (root / "JPEGImages" / "a.jpg").write_bytes(content)
+        with pytest.raises(DataError, match=r"a\.jpg: unreadable image"):
+            read_voc(str(root), split="train")
+
+
+def test_truncated_images_are_refused_when_read(tmp_path: Path) -> None:
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", [obj_xml("cat", (1, 1, 9, 9))])})
+    jpg = root / "JPEGImages" / "a.jpg"
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    jpg.write_bytes(data.tobytes()[: len(data) // 2])  # the header and half the scan: decoders fill grey
+    dataset = DetectionDataset(read_voc(str(root), split="train"))  # the header is whole: indexing is fine
+    with pytest.raises(DataError, match=r"a\.jpg: truncated image \(no JPEG end-of-image marker\)"):
         dataset[0]
-    (root / "Annotations" / "a.xml").write_text(ann_xml("a", [], size=None))
-    with pytest.raises(DataError, match=r"a\.jpg: unreadable image"):
+    png = root / "JPEGImages" / "a.png"
+    jpg.unlink()
+    ok, data = cv2.imencode(".png", np.zeros((48, 64, 3), np.uint8))
+    png.write_bytes(data.tobytes()[:-20])
+    with pytest.raises(DataError, match=r"a\.png: truncated image \(no PNG IEND chunk\)"):
+        DetectionDataset(read_voc(str(root), split="train"))[0]
+
+
+def test_the_image_file_gives_the_size_not_a_disagreeing_annotation(tmp_path: Path) -> None:
+    # the XML says 32x24 for a 64x48 image: its boxes are not clipped (or dropped) to the wrong size
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", [obj_xml("cat", (40, 30, 60, 45))], size=(32, 24))})
+    with pytest.warns(DataWarning, match=r"1 image\(s\) whose annotated size differs .*annotated 32x24, file 64x48"):
+        index = read_voc(str(root), split="train")
+    rec = index.records[0]
+    assert (rec.width, rec.height) == (64, 48)
+    np.testing.assert_allclose(rec.boxes, [[39, 29, 60, 45]])
+
+
+def test_an_id_listed_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", []), "b": ann_xml("b", [])}, split=["a", "b", "a"])
+    with pytest.raises(DataError, match=r"train\.txt:3: a is listed twice \(first at line 1\)"):
         read_voc(str(root), split="train")
 
 
 def test_indexing_is_quick(tmp_path: Path) -> None:
     anns = {f"{i:06d}": ann_xml(f"{i:06d}", [obj_xml("cat", (1, 1, 9, 9)), obj_xml("dog", (3, 3, 30, 30))]) for i in range(2000)}
     root = make_voc(tmp_path / "v", anns, image=False)
+    ok, tiny = cv2.imencode(".jpg", np.full((48, 64, 3), 128, np.uint8))
     for stem in anns:
-        (root / "JPEGImages" / f"{stem}.jpg").touch()
+        (root / "JPEGImages" / f"{stem}.jpg").write_bytes(tiny.tobytes())
     start = time.perf_counter()
     index = read_voc(str(root), split="train")
     assert time.perf_counter() - start < 2.0  # ~16k files (VOC 07+12) in well under 20 s
     assert len(index.records) == 2000
+
+
+def test_exif_orientation_is_ignored_by_the_header_and_by_the_decoder_alike(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from detkd.data.images import image_size, read_rgb
+
+    path = tmp_path / "rotated.jpg"
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[:, :32] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees to display"
+    Image.fromarray(pixels).save(path, exif=exif)
+    decoded = read_rgb(str(path))
+    assert image_size(str(path)) == (64, 48) and decoded.shape[:2] == (48, 64)  # the stored grid, both times
+    assert decoded[:, :30].mean() > 200 and decoded[:, 34:].mean() < 50

@@ -73,6 +73,10 @@ def test_train_then_eval_on_bccd(bccd_root: Path, tmp_path: Path, capsys: pytest
     assert {r["category_id"] for r in results} <= {1, 2, 3}
     assert all(len(r["bbox"]) == 4 and 0 <= r["score"] <= 1 for r in results)
 
+    # the data's own classes (data.classes null: VOC's 20) are not the checkpoint's: refused, not scored "-"
+    assert main(["eval", config, *common, "data.classes=null", "--checkpoint", str(run / "last.pt")]) == 2
+    assert "trained on classes ['RBC', 'WBC', 'Platelets'], the config's data has ['aeroplane'" in error_line(capsys)
+
     out = tmp_path / "dets.json"
     assert main(["eval", config, *common, "--checkpoint", str(run / "last.pt"), "--json", "--results", str(out)]) == 0
     metrics = json.loads(capsys.readouterr().out)

@@ -111,6 +111,32 @@ def test_export_command(trained, tmp_path, capsys):
         export_student(str(tmp_path / "bare.pt"), str(tmp_path / "y.pt"))
 
 
+def test_export_never_destroys_a_file(trained, tmp_path, capsys):
+    checkpoint, _ = trained
+    run = tmp_path / "run"
+    run.mkdir()
+    copy = run / "last.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    before = copy.read_bytes()
+    (run / "results.json").write_text("[]")
+    cases = [
+        (str(copy), "would overwrite the input"),  # the checkpoint itself
+        (str(run / "weights.json"), "would overwrite the output"),  # the state dict and its own sidecar
+        (str(run / "results.pt"), "results.json: exists; pass --force"),  # its sidecar over another file
+    ]
+    for out, problem in cases:
+        assert main(["export", str(copy), out]) == 2
+        err = capsys.readouterr().err.strip()
+        assert problem in err and len(err.splitlines()) == 1, err
+    assert copy.read_bytes() == before and (run / "results.json").read_text() == "[]"
+    assert not (run / "weights.json").exists() and not (run / "results.pt").exists()
+    assert main(["export", str(copy), str(run / "s.pt")]) == 0
+    assert main(["export", str(copy), str(run / "s.pt")]) == 2 and "--force" in capsys.readouterr().err
+    assert main(["export", str(copy), str(run / "s.pt"), "--force"]) == 0
+    assert main(["export", str(copy), str(run / "t.pt"), "--onnx", str(copy)]) == 2  # ONNX over the input
+    assert copy.read_bytes() == before
+
+
 def test_onnx_without_the_extra(trained, tmp_path, capsys, monkeypatch):
     checkpoint, _ = trained
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
