@@ -5,7 +5,12 @@ What is measured, on a deterministic random input of a fixed raw size (default 4
 
 - **latency** at batch 1: ``warmup`` untimed forwards, then ``runs`` timed ones; the median
   and the 90th percentile (linear interpolation) in milliseconds. Throughput at batch 1 is
-  ``1000 / median``;
+  ``1000 / median``. Several models are timed in *interleaved rounds*
+  (:func:`interleaved_latency`): each round runs every model ``runs`` times, in an order rotated
+  from round to round, so that a drift of a shared machine (another job starting, the clock
+  throttling) lands on every model alike; a model's latency is the median over rounds of its
+  per-round median, its spread the interquartile range over rounds, and a speed-up is the median
+  over rounds of the per-round ratio (:func:`round_ratios`), in which the drift cancels;
 - **throughput** at batch 8: ``batch_runs`` timed forwards of 8 different images each (after the
   batch-1 warm-up; on CUDA one more untimed batch-8 forward), ``8 / median seconds``;
 - **peak memory** of a batch-1 forward, in MB (2^20 bytes). On CUDA: ``max_memory_allocated``
@@ -190,30 +195,98 @@ def peak_memory_mb(fn: Callable[[], object], device: torch.device) -> float | No
     return cuda_peak_mb(fn, device) if device.type == "cuda" else cpu_peak_rss_mb(fn)
 
 
-def measure_speed(model: nn.Module, device: torch.device, runs: int = 10, warmup: int = 2,
-                  batch_runs: int | None = None, input_hw: tuple[int, int] = DEFAULT_INPUT,
-                  amp: str | None = None, hold: bool = False,
-                  progress: Callable[[str], None] | None = None) -> SpeedResult:
-    """Latency, throughput and peak memory of ``model`` (already on ``device``); see the module
-    docstring. ``batch_runs``: timed batches of 8 (None: ``max(2, runs // 4)``, 0: skip, None
-    in the result); ``hold``: measure under :func:`~detkd.bench.hold.hold_counts`."""
-    if runs < 1 or warmup < 0:
-        raise DetkdError(f"--runs must be at least 1 and --warmup at least 0 (got {runs}, {warmup})")
-    batch_runs = max(2, runs // 4) if batch_runs is None else batch_runs
-    note = progress or (lambda _: None)
+@dataclass
+class RoundTimes:
+    """One model's interleaved timings: ``rounds`` the median ms of each round, ``forwards`` every
+    timed forward's ms."""
+
+    rounds: list[float]
+    forwards: list[float]
+
+    def latency(self) -> tuple[float, float, float]:
+        """``(median over rounds, interquartile range over rounds, p90 over every forward)`` in ms."""
+        q25, median, q75 = quartiles(self.rounds)
+        return median, q75 - q25, float(np.percentile(self.forwards, 90))
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """The 25th, 50th and 75th percentiles (linear interpolation)."""
+    q25, q50, q75 = np.percentile(np.asarray(values, dtype=np.float64), [25, 50, 75])
+    return float(q25), float(q50), float(q75)
+
+
+def rotation(count: int, round_index: int) -> list[int]:
+    """The order of the models in round ``round_index``: ``r, r+1, ..., r-1`` (mod ``count``)."""
+    return [(round_index + k) % count for k in range(count)]
+
+
+def interleaved_latency(models: Sequence[tuple[nn.Module, bool]], device: torch.device, rounds: int = 7,
+                        runs: int = 3, warmup: int = 2, input_hw: tuple[int, int] = DEFAULT_INPUT,
+                        amp: str | None = None, progress: Callable[[str], None] | None = None) -> list[RoundTimes]:
+    """Batch-1 latency of several models in interleaved rounds (see the module docstring).
+
+    ``models``: ``(model, hold)`` pairs, each already on ``device``; every model gets ``warmup``
+    untimed forwards first, then ``rounds`` rounds of ``runs`` timed forwards each.
+    """
+    if rounds < 1 or runs < 1 or warmup < 0:
+        raise DetkdError(f"--rounds and --runs must be at least 1, --warmup at least 0 (got {rounds}, {runs}, {warmup})")
+    one = make_images(1, input_hw, device=device)
+    for model, hold in models:
+        with forward_context(model, device, amp, hold):
+            for _ in range(warmup):
+                model(one)
+    times = [RoundTimes([], []) for _ in models]
+    for r in range(rounds):
+        if progress:
+            progress(f"round {r + 1}/{rounds}")
+        for i in rotation(len(models), r):
+            model, hold = models[i]
+            with forward_context(model, device, amp, hold):
+                ms = [1000.0 * timed(lambda: model(one), device) for _ in range(runs)]
+            times[i].rounds.append(statistics.median(ms))
+            times[i].forwards.extend(ms)
+    return times
+
+
+def round_ratios(reference: RoundTimes, other: RoundTimes) -> tuple[float, float]:
+    """The speed-up of ``other`` over ``reference``: the median over rounds of the per-round ratio
+    of their latencies, and its interquartile range."""
+    ratios = [a / b for a, b in zip(reference.rounds, other.rounds) if b > 0]
+    q25, median, q75 = quartiles(ratios)
+    return median, q75 - q25
+
+
+def measure_throughput(model: nn.Module, device: torch.device, batch_runs: int, input_hw: tuple[int, int] = DEFAULT_INPUT,
+                       amp: str | None = None, hold: bool = False) -> tuple[float | None, float | None, str]:
+    """``(img/s at batch 8, peak MB of a batch-1 forward, resized input "HxW")`` (module docstring);
+    the batch-8 figure is None for ``batch_runs = 0``."""
     images = make_images(BATCH, input_hw, device=device)
     one = images[:1]
     with forward_context(model, device, amp, hold):
-        note(f"warm-up ({warmup})")
-        for _ in range(warmup):
-            model(one)
-        note(f"batch 1 ({runs} runs)")
-        seconds = [timed(lambda: model(one), device) for _ in range(runs)]
-        note(f"batch {BATCH} ({batch_runs} runs)")
+        model(one)  # warm
         if batch_runs and device.type == "cuda":
             model(images)
         batch_seconds = [timed(lambda: model(images), device) for _ in range(batch_runs)]
         peak = peak_memory_mb(lambda: model(one), device)
-    median, p90 = median_p90_ms(seconds)
     b8 = BATCH / statistics.median(batch_seconds) if batch_seconds else None
-    return SpeedResult(median, p90, 1000.0 / median, b8, peak, resized_hw(model, images[0]))
+    return b8, peak, resized_hw(model, images[0])
+
+
+def measure_speed(model: nn.Module, device: torch.device, runs: int = 10, warmup: int = 2,
+                  batch_runs: int | None = None, input_hw: tuple[int, int] = DEFAULT_INPUT,
+                  amp: str | None = None, hold: bool = False,
+                  progress: Callable[[str], None] | None = None) -> SpeedResult:
+    """Latency, throughput and peak memory of one model (already on ``device``), timed alone:
+    ``runs`` forwards after ``warmup`` (see the module docstring; several models are compared
+    with :func:`interleaved_latency`). ``batch_runs``: timed batches of 8 (None: ``max(2, runs //
+    4)``, 0: skip, None in the result); ``hold``: measure under :func:`~detkd.bench.hold.hold_counts`."""
+    if runs < 1 or warmup < 0:
+        raise DetkdError(f"--runs must be at least 1 and --warmup at least 0 (got {runs}, {warmup})")
+    batch_runs = max(2, runs // 4) if batch_runs is None else batch_runs
+    note = progress or (lambda _: None)
+    note(f"batch 1 ({warmup} warm-up, {runs} runs)")
+    times = interleaved_latency([(model, hold)], device, rounds=1, runs=runs, warmup=warmup, input_hw=input_hw, amp=amp)[0]
+    note(f"batch {BATCH} ({batch_runs} runs)")
+    b8, peak, hw = measure_throughput(model, device, batch_runs, input_hw, amp, hold)
+    median, p90 = median_p90_ms([ms / 1000.0 for ms in times.forwards])
+    return SpeedResult(median, p90, 1000.0 / median, b8, peak, hw)

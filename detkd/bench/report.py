@@ -27,8 +27,10 @@ HELD = "held counts"  # untrained weights (or --hold): proposals and detections 
 CHECKPOINT = "checkpoint"  # trained weights, the model's own counts
 UNTRAINED = "untrained"  # untrained weights, counts left free (--no-hold): noisy
 
-DECIMALS = {"gflops": 3, "latency_ms": 2, "latency_ms_p90": 2, "img_per_s_b1": 2, "img_per_s_b8": 2,
-            "peak_mem_mb": 1, "ap50": 4, "map": 4, "speedup": 2}
+DECIMALS = {"gflops": 3, "latency_ms": 2, "latency_ms_iqr": 2, "latency_ms_p90": 2, "img_per_s_b1": 2,
+            "img_per_s_b8": 2, "peak_mem_mb": 1, "ap50": 4, "map": 4, "speedup": 2, "speedup_iqr": 2}
+NOISE_LIMIT = 0.15  # an interquartile range above this share of its median flags the row as noisy
+NOISY = "noisy: machine busy?"
 
 
 @dataclass
@@ -49,17 +51,26 @@ class BenchRow:
     num_classes: int  # K + 1, the predictor's size
     params: int
     gflops: float  # per image, multiply-add = 2 FLOPs, RoIAlign/NMS not counted
-    latency_ms: float  # median at batch 1
+    latency_ms: float  # median at batch 1 (over interleaved rounds)
     latency_ms_p90: float
     img_per_s_b1: float
     img_per_s_b8: float | None
     peak_mem_mb: float | None  # CUDA: max allocated; CPU: process peak RSS; None: unavailable
-    runs: int = 0
+    runs: int = 0  # timed forwards a round
     warmup: int = 0
     ap50: float | None = None
     map: float | None = None
-    speedup: float | None = None  # reference latency / this latency
+    speedup: float | None = None  # median over rounds of reference latency / this latency
     reference: str | None = None  # the row the speed-up is relative to
+    latency_ms_iqr: float | None = None  # interquartile range of the per-round latencies
+    speedup_iqr: float | None = None  # interquartile range of the per-round speed-ups
+    rounds: int = 1  # interleaved rounds (every model timed once a round, order rotated)
+
+    @property
+    def noisy(self) -> bool:
+        """A spread (IQR over rounds) above :data:`NOISE_LIMIT` of its latency or speed-up."""
+        spreads = [(self.latency_ms_iqr, self.latency_ms), (self.speedup_iqr, self.speedup)]
+        return any(iqr is not None and value and iqr / value > NOISE_LIMIT for iqr, value in spreads)
 
 
 def row_dict(row: BenchRow) -> dict[str, Any]:
@@ -68,6 +79,7 @@ def row_dict(row: BenchRow) -> dict[str, Any]:
     for key, digits in DECIMALS.items():
         if out[key] is not None:
             out[key] = round(float(out[key]), digits)
+    out["noisy"] = row.noisy
     return out
 
 
@@ -94,6 +106,7 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("params (M)", lambda d: f"{d['params'] / 1e6:.2f}"),
     ("GFLOPs", _fixed("gflops")),
     ("latency ms", _fixed("latency_ms")),
+    ("IQR ms", _fixed("latency_ms_iqr")),
     ("p90 ms", _fixed("latency_ms_p90")),
     ("img/s b1", _fixed("img_per_s_b1")),
     ("img/s b8", _fixed("img_per_s_b8")),
@@ -101,6 +114,8 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("AP50 (%)", _fixed("ap50", 100.0, 2)),
     ("mAP (%)", _fixed("map", 100.0, 2)),
     ("speed-up", _fixed("speedup")),
+    ("speed-up IQR", _fixed("speedup_iqr")),
+    ("note", lambda d: NOISY if d["noisy"] else ""),
 ]
 RIGHT_FROM = 2  # columns from here on are right-aligned
 
@@ -109,7 +124,8 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     """The rows as a markdown table (AP columns only when some row has an accuracy value)."""
     dicts = rows_json(rows)
     columns = [(h, c) for h, c in COLUMNS
-               if h not in ("AP50 (%)", "mAP (%)") or any(d[_ap_key(h)] is not None for d in dicts)]
+               if (h not in ("AP50 (%)", "mAP (%)") or any(d[_ap_key(h)] is not None for d in dicts))
+               and (h != "note" or any(d["noisy"] for d in dicts))]
     header = [h for h, _ in columns]
     align = ["---" if i < RIGHT_FROM else "---:" for i in range(len(columns))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
@@ -145,8 +161,11 @@ def settings_line(row: BenchRow) -> str:
     threads = f"{row.threads} thread{'s' if row.threads != 1 else ''}"
     memory = "max CUDA memory allocated" if row.device.startswith("cuda") else "process peak RSS"
     return (f"device {row.device}, {threads}, {row.amp or 'fp32'}; input {row.raw_hw} resized by each model; "
-            f"latency: median of {row.runs} runs at batch 1 after {row.warmup} warm-up runs; peak MB: {memory} "
-            "of a batch-1 forward; GFLOPs per image (multiply-add = 2, RoIAlign and NMS not counted)")
+            f"latency: batch 1, {row.warmup} warm-up runs, then {row.rounds} interleaved rounds of {row.runs} runs "
+            "(every model once a round, order rotated); latency and IQR: median and interquartile range over "
+            "rounds; speed-up: median over rounds of the per-round ratio; rows whose IQR exceeds "
+            f"{100 * NOISE_LIMIT:.0f} % are marked \"{NOISY}\"; peak MB: {memory} of a batch-1 forward; GFLOPs per "
+            "image (multiply-add = 2, RoIAlign and NMS not counted)")
 
 
 def _names(rows: Sequence[BenchRow], mode: str) -> list[str]:
@@ -156,7 +175,7 @@ def _names(rows: Sequence[BenchRow], mode: str) -> list[str]:
 def format_csv(rows: Sequence[BenchRow]) -> str:
     """The rows as CSV text: a header of every field, then one line a row (None: empty cell)."""
     buffer = io.StringIO()
-    fields = [f.name for f in dataclasses.fields(BenchRow)]
+    fields = [f.name for f in dataclasses.fields(BenchRow)] + ["noisy"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for d in rows_json(rows):

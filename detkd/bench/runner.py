@@ -14,6 +14,11 @@
 - **Distillation configs** (a ``teacher:`` section) give two models: the teacher
   (``teacher.config``, with ``teacher.checkpoint`` when that file exists) and the student; the
   teacher is the speed-up reference of its student. Other rows are relative to the first row.
+- **Timing**: each model is first measured alone for FLOPs, batch-8 throughput, peak memory
+  and its stage profile (built, measured, freed: one model in memory at a time); then every
+  model is built again and all are timed together in interleaved rounds
+  (:func:`~detkd.bench.measure.interleaved_latency`), so that latencies and speed-ups of one
+  run compare like with like on a shared machine.
 """
 
 from __future__ import annotations
@@ -31,11 +36,15 @@ from detkd.bench.flops import count_flops
 from detkd.bench.hold import hold_counts
 from detkd.bench.measure import (
     DEFAULT_INPUT,
+    RoundTimes,
     SpeedResult,
     check_amp,
+    interleaved_latency,
     make_images,
     measure_speed,
+    measure_throughput,
     resolve_device,
+    round_ratios,
     torch_threads,
 )
 from detkd.bench.profile import StageProfile, profile_model
@@ -56,7 +65,8 @@ class BenchOptions:
 
     device: str = "cpu"
     threads: int | None = None
-    runs: int = 10
+    runs: int = 3  # timed forwards of each model a round (alone: in all)
+    rounds: int = 7  # interleaved rounds
     warmup: int = 2
     batch_runs: int | None = None
     input_hw: tuple[int, int] = DEFAULT_INPUT
@@ -169,15 +179,16 @@ def held_flops_per_image(model: FasterRCNN, device: torch.device, input_hw: tupl
 def bench_model(model_cfg: ModelSection, num_classes: int | None, name: str, checkpoint: str | None = None,
                 options: BenchOptions | None = None, config: str = "", size: int | None = None,
                 label: str = "") -> BenchRow:
-    """Build, measure and describe one model (see the module docstring); ``size``: the sweep's
-    min_size (None: the config's). The stage profile, when wanted, comes from :func:`measure_model`."""
+    """Build, measure and describe one model, timed alone (see the module docstring); ``size``:
+    the sweep's min_size (None: the config's). The stage profile comes from :func:`measure_model`."""
     return measure_model(model_cfg, num_classes, name, checkpoint, options, config, size, label)[0]
 
 
 def measure_model(model_cfg: ModelSection, num_classes: int | None, name: str, checkpoint: str | None = None,
                   options: BenchOptions | None = None, config: str = "", size: int | None = None,
-                  label: str = "") -> tuple[BenchRow, StageProfile | None]:
-    """:func:`bench_model` and, with ``options.profile``, the model's stage profile."""
+                  label: str = "", timed: bool = True) -> tuple[BenchRow, StageProfile | None]:
+    """:func:`bench_model` and, with ``options.profile``, the model's stage profile. ``timed``
+    False leaves the latency fields NaN, for :func:`time_interleaved` to fill."""
     opts = options or BenchOptions()
     device = resolve_device(opts.device)
     cfg = sized(model_cfg, size)
@@ -187,7 +198,7 @@ def measure_model(model_cfg: ModelSection, num_classes: int | None, name: str, c
     hold = opts.hold if opts.hold is not None else checkpoint is None
     with torch_threads(opts.threads) as threads:
         speed, flops, profile = run_measurements(model.to(device), device, opts, hold, tag,
-                                                 name if size is None else f"{name}@{cfg.min_size}")
+                                                 name if size is None else f"{name}@{cfg.min_size}", timed)
     mode = HELD if hold else (CHECKPOINT if checkpoint else UNTRAINED)
     row = BenchRow(
         name=name, config=config, checkpoint=checkpoint, mode=mode, device=str(device), threads=threads,
@@ -195,7 +206,7 @@ def measure_model(model_cfg: ModelSection, num_classes: int | None, name: str, c
         raw_hw="x".join(map(str, opts.input_hw)), input_hw=speed.input_hw, num_classes=num_classes,
         params=sum(p.numel() for p in model.parameters()), gflops=flops / 1e9, latency_ms=speed.latency_ms,
         latency_ms_p90=speed.latency_ms_p90, img_per_s_b1=speed.img_per_s_b1, img_per_s_b8=speed.img_per_s_b8,
-        peak_mem_mb=speed.peak_mem_mb, runs=opts.runs, warmup=opts.warmup,
+        peak_mem_mb=speed.peak_mem_mb, runs=opts.runs, warmup=opts.warmup, rounds=opts.rounds if not timed else 1,
     )
     del model
     if device.type == "cuda":
@@ -204,11 +215,19 @@ def measure_model(model_cfg: ModelSection, num_classes: int | None, name: str, c
 
 
 def run_measurements(model: FasterRCNN, device: torch.device, opts: BenchOptions, hold: bool, tag: str,
-                     profile_name: str) -> tuple[SpeedResult, int, StageProfile | None]:
-    """Speed, FLOPs per image and (with ``opts.profile``) the stage profile of a built model."""
+                     profile_name: str, timed: bool = True) -> tuple[SpeedResult, int, StageProfile | None]:
+    """Speed (latency too when ``timed``), FLOPs per image and (with ``opts.profile``) the stage
+    profile of a built model."""
     flops = held_flops_per_image(model, device, opts.input_hw, hold)
-    speed = measure_speed(model, device, opts.runs, opts.warmup, opts.batch_runs, opts.input_hw, opts.amp, hold,
-                          progress=lambda step: log.info("%s: %s", tag, step))
+    if timed:
+        speed = measure_speed(model, device, opts.runs, opts.warmup, opts.batch_runs, opts.input_hw, opts.amp, hold,
+                              progress=lambda step: log.info("%s: %s", tag, step))
+    else:
+        log.info("%s: batch %d throughput and peak memory", tag, 8)
+        batch_runs = max(2, (opts.runs * opts.rounds) // 4) if opts.batch_runs is None else opts.batch_runs
+        b8, peak, hw = measure_throughput(model, device, batch_runs, opts.input_hw, opts.amp, hold)
+        nan = float("nan")
+        speed = SpeedResult(nan, nan, nan, b8, peak, hw)
     profile = None
     if opts.profile:
         log.info("%s: stage profile", tag)
@@ -262,22 +281,73 @@ def check_pairing(configs: Sequence[str], values: Sequence[str], option: str) ->
 def check_options(opts: BenchOptions) -> None:
     """Option errors before anything is built: device, precision, counts of runs."""
     check_amp(opts.amp, resolve_device(opts.device))
-    if opts.runs < 1 or opts.warmup < 0 or (opts.batch_runs is not None and opts.batch_runs < 0):
-        raise DetkdError(f"--runs must be at least 1, --warmup and --batch-runs at least 0 (got {opts.runs}, "
-                         f"{opts.warmup}, {opts.batch_runs})")
+    if opts.runs < 1 or opts.rounds < 1 or opts.warmup < 0 or (opts.batch_runs is not None and opts.batch_runs < 0):
+        raise DetkdError(f"--runs and --rounds must be at least 1, --warmup and --batch-runs at least 0 (got "
+                         f"{opts.runs}, {opts.rounds}, {opts.warmup}, {opts.batch_runs})")
     if opts.threads is not None and opts.threads < 1:
         raise DetkdError(f"--threads: must be at least 1, got {opts.threads}")
     if min(opts.input_hw) < 1:
         raise DetkdError(f"--input: sizes must be positive, got {opts.input_hw}")
 
 
-def set_speedups(rows: list[BenchRow], references: list[int]) -> None:
-    """``speedup = reference latency / latency`` for each row and the index of its reference row."""
+def set_speedups(rows: list[BenchRow], references: list[int], times: Sequence[RoundTimes] | None = None) -> None:
+    """Each row's speed-up over the row at its index in ``references``: the median over rounds of
+    the per-round latency ratio, with its IQR (``times``: the interleaved timings, one a row);
+    without timings, the ratio of the two latencies."""
     names = [r.name for r in rows]
-    for row, ref in zip(rows, references):
+    for i, (row, ref) in enumerate(zip(rows, references)):
         base = rows[ref]
         row.reference = base.name if names.count(base.name) == 1 else f"{base.name}@{base.min_size}"  # a sweep
-        row.speedup = base.latency_ms / row.latency_ms if row.latency_ms > 0 else None
+        if times is not None:
+            row.speedup, row.speedup_iqr = round_ratios(times[ref], times[i])
+        else:
+            row.speedup = base.latency_ms / row.latency_ms if row.latency_ms > 0 else None
+
+
+@dataclass
+class Entry:
+    """One model of a benchmark at one size: what builds it (again) for the interleaved rounds."""
+
+    target: BenchTarget
+    size: int | None
+    reference: int  # index of the entry its speed-up is relative to
+
+
+def bench_entries(entries: Sequence[Entry], options: BenchOptions) -> BenchReport:
+    """Measure every entry alone (FLOPs, throughput, memory, profile), then time all of them in
+    interleaved rounds (:func:`time_interleaved`) and set the speed-ups."""
+    report = BenchReport()
+    for k, entry in enumerate(entries):
+        t = entry.target
+        row, profile = measure_model(t.model, t.num_classes, t.name, t.checkpoint, options, t.config, entry.size,
+                                     f"[{k + 1}/{len(entries)}]", timed=False)
+        report.rows.append(row)
+        report.profiles += [profile] if profile is not None else []
+    times = time_interleaved(entries, report.rows, options)
+    set_speedups(report.rows, [e.reference for e in entries], times)
+    return report
+
+
+def time_interleaved(entries: Sequence[Entry], rows: list[BenchRow], options: BenchOptions) -> list[RoundTimes]:
+    """Build every entry's model again, time them all in interleaved rounds and fill each row's
+    latency fields; -> the timings (one a row)."""
+    device = resolve_device(options.device)
+    models = []
+    for entry, row in zip(entries, rows):
+        cfg = sized(entry.target.model, entry.size)
+        model, _ = build_bench_model(cfg, row.num_classes if entry.target.checkpoint is None else None, entry.target.checkpoint)
+        models.append((model.to(device), row.mode == HELD))
+    log.info("timing %d model(s) in %d interleaved rounds of %d runs", len(models), options.rounds, options.runs)
+    with torch_threads(options.threads):
+        times = interleaved_latency(models, device, options.rounds, options.runs, options.warmup, options.input_hw,
+                                    options.amp, progress=lambda step: log.info("latency: %s", step))
+    for row, t in zip(rows, times):
+        row.latency_ms, row.latency_ms_iqr, row.latency_ms_p90 = t.latency()
+        row.img_per_s_b1 = 1000.0 / row.latency_ms
+    del models
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return times
 
 
 def bench_configs(configs: Sequence[str], checkpoints: Sequence[str] = (), results: Sequence[str] = (),
@@ -287,7 +357,7 @@ def bench_configs(configs: Sequence[str], checkpoints: Sequence[str] = (), resul
     ``checkpoints`` and ``results`` (``detkd eval --json`` files) pair with ``configs`` in order;
     fewer than the configs leaves the rest untrained / without accuracy. Every file is checked
     before the first measurement. Rows come config by config (a distillation config: teacher,
-    then student), size by size within a model.
+    then student), size by size within a model; latencies come from interleaved rounds of all.
     """
     opts = options or BenchOptions()
     check_options(opts)
@@ -299,21 +369,17 @@ def bench_configs(configs: Sequence[str], checkpoints: Sequence[str] = (), resul
     accuracy = {path: read_accuracy(path) for path in results}
     groups = [targets_for_config(path, _nth(checkpoints, i), _nth(results, i)) for i, path in enumerate(configs)]
     size_list: list[int | None] = list(sizes) if sizes else [None]
-    total = sum(len(g) for g in groups) * len(size_list)
-    report, references, teacher_at = BenchReport(), [], {}
-    for g, targets in enumerate(groups):
+    entries: list[Entry] = []
+    for targets in groups:
+        teacher_at = {}
         for target in targets:
             for s, size in enumerate(size_list):
-                label = f"[{len(report.rows) + 1}/{total}]"
-                row, profile = measure_model(target.model, target.num_classes, target.name, target.checkpoint,
-                                             opts, target.config, size, label)
-                row.ap50, row.map = accuracy.get(target.results, (None, None)) if target.results else (None, None)
                 if target.teacher_of is not None:
-                    teacher_at[g, s] = len(report.rows)
-                references.append(teacher_at.get((g, s), 0) if target.teacher_of is None else 0)
-                report.rows.append(row)
-                report.profiles += [profile] if profile is not None else []
-    set_speedups(report.rows, references)
+                    teacher_at[s] = len(entries)
+                entries.append(Entry(target, size, teacher_at.get(s, 0) if target.teacher_of is None else 0))
+    report = bench_entries(entries, opts)
+    for entry, row in zip(entries, report.rows):
+        row.ap50, row.map = accuracy.get(entry.target.results, (None, None)) if entry.target.results else (None, None)
     return report
 
 

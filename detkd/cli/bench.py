@@ -11,8 +11,13 @@ log = logging.getLogger("detkd")
 
 HELP = """\
 Measure the inference speed of the Faster R-CNN each CONFIG describes: parameters, GFLOPs per
-image, latency at batch 1 (median and p90 of --runs timed forwards after --warmup untimed ones),
-images per second at batch 1 and batch 8, and peak memory of a batch-1 forward. Every model gets
+image, latency at batch 1, images per second at batch 1 and batch 8, and peak memory of a
+batch-1 forward. Latency is timed for all models together in --rounds interleaved rounds: each
+round runs every model --runs times (after --warmup untimed forwards each), in an order rotated
+from round to round, so that a drift of a busy machine hits every model alike. A model's latency
+is the median over rounds (with the interquartile range, IQR, and the p90 of every forward), each
+speed-up the median over rounds of the per-round ratio to its reference (with its IQR); a row
+whose IQR exceeds 15 % of its value is marked "noisy: machine busy?". Every model gets
 the same deterministic random image of --input size (default 480x640, VOC-like 3:4) and resizes it
 itself to its model.min_size / model.max_size; the table shows the resized input. The last
 column is the speed-up over the reference: the teacher of a distillation config, else the first row.
@@ -41,7 +46,7 @@ numbers:
 
 examples:
   detkd bench configs/voc/teacher_r50.yaml configs/voc/student_r50_half.yaml --threads 2 --profile
-  detkd bench configs/synth/teacher.yaml configs/synth/student_small.yaml --runs 20 --csv speed.csv
+  detkd bench configs/synth/teacher.yaml configs/synth/student_small.yaml --rounds 11 --csv speed.csv
   detkd bench configs/synth/distill_lowres.yaml --checkpoint runs/synth/distill_lowres/best.pt
   detkd bench configs/bccd/teacher.yaml --sizes 240,320,480 --json > sweep.json
   detkd bench configs/voc/teacher_r50.yaml --device cuda --amp fp16 --runs 50 --warmup 10
@@ -64,10 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="raw benchmark image size before each model's resize (default: 480x640)")
     parser.add_argument("--device", default="cpu", metavar="cpu|cuda", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's own)")
-    parser.add_argument("--runs", type=int, default=10, metavar="N", help="timed batch-1 forwards (default: 10)")
+    parser.add_argument("--rounds", type=int, default=7, metavar="R", help="interleaved rounds (default: 7)")
+    parser.add_argument("--runs", type=int, default=3, metavar="N",
+                        help="timed batch-1 forwards of each model a round (default: 3)")
     parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed forwards first (default: 2)")
     parser.add_argument("--batch-runs", type=int, metavar="N",
-                        help="timed batches of 8 images (default: max(2, runs // 4); 0: skip)")
+                        help="timed batches of 8 images (default: max(2, runs * rounds // 4); 0: skip)")
     parser.add_argument("--amp", choices=("fp16", "bf16"), help="autocast to this precision (CUDA only)")
     parser.add_argument("--hold", action=argparse.BooleanOptionalAction, default=None,
                         help="hold proposal/detection counts (default: held for untrained models only)")
@@ -107,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.plot and not args.results:
         raise DetkdError(f"--plot {args.plot}: needs accuracy: pass --results EVAL.json for the CONFIGs")
-    options = BenchOptions(device=args.device, threads=args.threads, runs=args.runs, warmup=args.warmup,
+    options = BenchOptions(device=args.device, threads=args.threads, runs=args.runs, rounds=args.rounds, warmup=args.warmup,
                            batch_runs=args.batch_runs, input_hw=args.input, amp=args.amp, hold=args.hold,
                            profile=args.profile)
     report = bench_configs(args.configs, args.checkpoint, args.results, args.sizes, options)
