@@ -10,9 +10,10 @@ Train the ablation grid of Chen et al. (NeurIPS 2017), Tables 4 and 5, for the d
 CONFIG (a student config with `teacher:` and `distill:` sections): one student per row and
 seed, each scored from its last checkpoint on the training and the test split.
 
-rows (each switches all five terms rcn_cls, rpn_cls, rcn_reg, rpn_reg, hint on or off and keeps
-the config's other values: mu, nu, gamma, ...):
-  baseline  the student trained alone (no teacher; always run)
+rows (the paper's rows switch all five terms rcn_cls, rpn_cls, rcn_reg, rpn_reg, hint on or off
+with the paper's settings, mu=0.5, T=1, nu=0.5, gamma=0.5, whatever the config's defaults are):
+  baseline  the student trained alone (no teacher; always run); it starts where the distilled
+            student starts (student.init: teacher -> from the teacher's weights)
   cls       soft CE on RPN and RoI head, no background weight (bg_weight=1.0)
   cls_w     soft CE with background weight 1.5 (the paper's w0)
   l2        plain L2 regression to the ground truth (bounded=false)
@@ -21,11 +22,22 @@ the config's other values: mu, nu, gamma, ...):
             are equal, else reported as n/a and not run
   hints_a   FPN hints through 1x1-conv adaptation layers
   all       cls_w + l2_b + hints_a: the full method
+  pkd       PKD hints (Cao et al. 2022: standardised channels, MSE / 2), weight 6 per level,
+            through adaptation layers; the other terms off
+  recipe    the config's own distillation settings, as they are (e.g. configs/_base_/
+            distill_recipe.yaml)
   distill   cls_w + l2_b, no hints (Table 5)
   with --terms: hinton (Hinton KD, uniform soft CE at T=4, on both heads), dist (DIST on the
   RoI head; the RPN term off, DIST applies to the RoI head only)
-Table 4: baseline, cls, cls_w, l2, l2_b, hints, hints_a, all (and the --terms rows);
-Table 5: baseline, distill, hints_a, all. A row in both tables is trained once.
+  with --variant NAME KEY=VALUE ...: a row of the config's own settings with those overrides
+  (repeatable; put the common KEY=VALUE overrides before it); alone, only the baseline and
+  the variants run unless --rows names more
+Table 4: baseline, cls, cls_w, l2, l2_b, hints, hints_a, all, pkd, recipe (then the --terms and
+--variant rows); Table 5: baseline, distill, hints_a, all, recipe. A row in both is trained once.
+
+paired comparison: at seed S every row's student starts from the same initial weights as the
+baseline's and sees the same images in the same order; each row's "paired gain" is the mean
+over seeds of (row - baseline) at the same seed, with its 95 % Student-t interval.
 
 the teacher: teacher.checkpoint of CONFIG when that file exists (scored only, in OUT/teacher);
 otherwise it is trained first from teacher.config (OUT/teacher, seed 0) and every student
@@ -37,7 +49,8 @@ read back, a killed one resumes from its last.pt; start the same command again t
 OUT/plan.json records CONFIG and the overrides; another setting on the same OUT is refused.
 
 outputs in OUT (rewritten after every cell): table4.md/.csv (AP50 and mAP mean ± std over
-seeds, AP50 gain over the baseline, share of the teacher-baseline gap closed), table5.md/.csv
+seeds, AP50 gain over the baseline, paired gain with ci95_low / ci95_high, share of the
+teacher-baseline gap closed), table5.md/.csv
 (train and test AP50 and their gains), ablation.png (mean AP50 per row with std bars, the
 teacher and the baseline dashed) and ablation.json (every cell's scores and the rows).
 AP50: VOC all-point AP at IoU 0.5 (voc.mAP); mAP: COCO AP@[.5:.95] (coco.AP).
@@ -45,6 +58,8 @@ AP50: VOC all-point AP at IoU 0.5 (voc.mAP); mAP: COCO AP@[.5:.95] (coco.AP).
 examples:
   detkd ablate configs/synth/distill_small.yaml --seeds 3
   detkd ablate configs/bccd/distill_lowres.yaml --seeds 3 --split val
+  detkd ablate configs/bccd/distill_small.yaml --split val --variant pkd2 distill.hint.gamma=2 \
+      --variant add distill.rcn_cls.mode=add
   detkd ablate configs/synth/distill_lowres.yaml --seeds 1 --rows cls_w,all --terms dist train.epochs=2"""
 
 
@@ -54,12 +69,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", metavar="CONFIG", help="a distillation config (with a teacher: section)")
-    parser.add_argument("--seeds", type=int, default=3, metavar="N", help="seeds 0..N-1 per row (default: 3)")
+    parser.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds 0..N-1 per row (default: 5)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<CONFIG stem>)")
     parser.add_argument("--rows", metavar="A,B", help="run only these rows (baseline is always run)")
     parser.add_argument("--terms", metavar="A,B", help="add the rows hinton and/or dist")
     parser.add_argument("--split", metavar="NAME", help="score on this split instead of data.test_split "
                         "(e.g. val, to choose settings without the test split)")
+    parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
+                        help="a row of the config's own settings with these overrides (repeatable)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every cell, "
                         "e.g. train.epochs=2")
     parser.set_defaults(func=run)
@@ -74,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     from detkd.experiments.ablate import plan_ablation, run_ablation, table4_markdown, table5_markdown
 
     plan = plan_ablation(args.config, seeds=args.seeds, out_dir=args.out, rows=names(args.rows) or None,
-                         terms=names(args.terms), split=args.split, overrides=args.overrides)
+                         terms=names(args.terms), split=args.split, overrides=args.overrides,
+                         variants=args.variant)
     summary = run_ablation(plan)
     print(table4_markdown(summary))
     print(table5_markdown(summary))

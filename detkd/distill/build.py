@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import torch
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import DistillConfig, config_from_dict, load_config
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
-from detkd.distill.task import DistillModule, DistillTask, build_adapters, loss_weights
+from detkd.distill.task import DistillModule, DistillTask, build_adapters, hint_level_weights, hinted_pairs, loss_weights
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
+from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.data import resolve_source
 from detkd.errors import DetkdError
 from detkd.models import build_model
@@ -22,9 +22,15 @@ log = logging.getLogger("detkd")
 
 
 def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
-    """The student of ``cfg.model``, its adapters and the frozen teacher of ``cfg.teacher``."""
-    teacher = load_teacher(cfg, num_classes)
+    """The student of ``cfg.model``, its adapters and the frozen teacher of ``cfg.teacher``.
+
+    The student is built first, from the random state the trainer seeded, exactly as ``detkd
+    train`` builds the same model: at one seed the distilled student and its baseline start from
+    bit-identical weights (a paired comparison; the teacher is read from disk afterwards).
+    """
+    cfg = resolve_student_init(cfg)
     student = build_model(cfg.model, num_classes)
+    teacher = load_teacher(cfg, num_classes)
     (strides_s, channels_s), (strides_t, channels_t) = feature_layout(student.backbone), feature_layout(teacher.backbone)
     scale = resolve_model_config(cfg.model).min_size / teacher.transform.min_size[0]
     pairing = pair_levels(strides_s, strides_t, scale)
@@ -43,7 +49,22 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     elif terms.rpn_cls.enabled or terms.rpn_reg.enabled:
         log.info("RPN distillation on the level pairs with matching anchors: %s", ", ".join(f"{a}->{b}" for a, b in matched))
     adapters = build_adapters(pairing, channels_s, channels_t, terms)
-    return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched)
+    if terms.hint.enabled:
+        hint_level_weights(terms.hint, [1] * len(hinted_pairs(pairing, terms)))  # checks level_weights
+    return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched,
+                       diagnose_every=cfg.distill.diagnose_every)
+
+
+def resolve_student_init(cfg: DistillConfig) -> DistillConfig:
+    """``student.init: teacher`` as what it means: ``model.checkpoint`` = ``teacher.checkpoint``
+    (so the plain baseline of the same config, which keeps ``model``, starts there too)."""
+    if cfg.student.init != "teacher":
+        return cfg
+    given = cfg.model.checkpoint
+    if given and os.path.abspath(os.path.expanduser(given)) != os.path.abspath(os.path.expanduser(cfg.teacher.checkpoint)):
+        raise DetkdError(f"student.init: teacher, but model.checkpoint is {given!r}: give one starting point")
+    model = dataclasses.replace(cfg.model, checkpoint=cfg.teacher.checkpoint, weights=None, weights_backbone=None)
+    return dataclasses.replace(cfg, model=model, student=dataclasses.replace(cfg.student, init="none"))
 
 
 def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
@@ -54,7 +75,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
     teacher_cfg = load_config(cfg.teacher.config)
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_checkpoint(path, map_location="cpu")
     saved = state.get("config") if isinstance(state, dict) else None
     saved_model = config_from_dict(saved, path).model if isinstance(saved, dict) else teacher_cfg.model
     saved_classes = state.get("classes") if isinstance(state, dict) else None

@@ -8,6 +8,7 @@ Chen et al., *Learning Efficient Object Detection Models with Knowledge Distilla
   distribution (background, object) = (1 - sigma(z/T), sigma(z/T));
 - :func:`bounded_l2` — eq. 4, the teacher-bounded regression term, per sample;
 - :func:`hint_loss` — eq. 5/6, L2 or L1 between adapted student and teacher feature maps;
+- :func:`pkd_loss` — Cao et al. 2022 (PKD), the hint on per-channel standardised maps;
 - :func:`attention_transfer` — Zagoruyko & Komodakis 2016, a hint without adaptation;
 - :func:`dist_loss` — Huang et al. 2022 (DIST), inter- and intra-class Pearson relations;
 - :func:`hinton_kd` — Hinton et al. 2015, uniform-weight soft cross-entropy at T > 1.
@@ -51,8 +52,13 @@ def weighted_soft_ce(
         student_logits, teacher_logits: ``[N, C]`` (C = K + 1 for the RCN, background = 0).
         class_weights: ``[C]`` w_c (the paper: 1.5 for background, 1 otherwise); None: all 1.
         T: temperature; P = softmax(Z / T). With T != 1 the loss is multiplied by T^2 (Hinton).
-    Returns: a scalar; 0 for N = 0. Minimal (not zero: the teacher's weighted entropy) and with
-    zero gradient when the student's logits equal the teacher's.
+    Returns: a scalar; 0 for N = 0.
+
+    Its minimiser over the student's distribution is ``P_s[c] = w_c P_t[c] / sum_k w_k P_t[k]``
+    (the gradient w.r.t. the logit ``z_j`` is ``(P_s[j] sum_k w_k P_t[k] - w_j P_t[j]) / T``), so
+    only with uniform weights is it the teacher's distribution itself; with ``w_0 = 1.5`` the
+    optimum moves probability mass to background (docs/method.md section 7b). The minimum is not
+    zero (the teacher's weighted entropy).
     """
     if student_logits.numel() == 0:
         return student_logits.sum() * 0.0
@@ -131,6 +137,44 @@ def hint_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, kind
     if kind == "l1":
         return masked_mean(diff.abs(), mask)
     raise ValueError(f"hint kind must be 'l2' or 'l1', got {kind!r}")
+
+
+def standardize(feat: Tensor, mask: Tensor | None = None, eps: float = 1e-6) -> Tensor:
+    """Each channel of ``feat`` ``[B, C, H, W]`` to zero mean and unit variance over the B images'
+    cells inside ``mask`` ``[B, 1, H, W]`` (all cells if None); cells outside keep their values
+    shifted and scaled alike (they are masked out by the callers)."""
+    if mask is None:
+        weight = torch.ones_like(feat[:, :1])
+    else:
+        weight = mask.to(feat.dtype)
+    count = weight.sum().clamp_min(1.0)
+    mean = (feat * weight).sum(dim=(0, 2, 3), keepdim=True) / count
+    var = ((feat - mean).pow(2) * weight).sum(dim=(0, 2, 3), keepdim=True) / count
+    return (feat - mean) / (var + eps).sqrt()
+
+
+def pkd_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, valid: Tensor | None = None) -> Tensor:
+    """PKD (Cao et al., NeurIPS 2022, "PKD: General Distillation Framework for Object Detectors via
+    Pearson Correlation Coefficient", eq. 5-6): ``1/2 * mean((S_hat - T_hat)^2)``.
+
+    Args:
+        student: ``[B, C, H, W]`` the (adapted) student map; teacher: ``[B, C, H, W]`` the hint.
+        mask: ``[B, 1, H, W]`` the cells the error is averaged over (e.g. the valid cells, or only
+            those near objects).
+        valid: ``[B, 1, H, W]`` the cells the per-channel statistics come from (default ``mask``):
+            the un-padded area of both models.
+    Each channel is standardised over the batch's valid cells (:func:`standardize`), for student
+    and teacher apart; the error is then the mean over cells and channels, halved. Per channel
+    this equals ``1 - Pearson(S_c, T_c)`` (on the valid cells), so the hint is blind to each
+    map's scale and offset, which a plain L2 hint spends most of its signal on.
+    """
+    if student.shape != teacher.shape:
+        raise ValueError(f"pkd: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ "
+                         "(adapt the channels and align the grids first)")
+    stats = valid if valid is not None else mask
+    s_hat = standardize(student, stats)
+    t_hat = standardize(teacher.detach(), stats)
+    return 0.5 * masked_mean((s_hat - t_hat).pow(2), mask)
 
 
 def attention_map(feat: Tensor, mask: Tensor | None, p: int = 2) -> Tensor:
@@ -223,5 +267,6 @@ for _loss in (
     DistillLoss("hint_l2", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l2")),
     DistillLoss("hint_l1", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l1")),
     DistillLoss("attention", "feature", attention_transfer),
+    DistillLoss("pkd", "feature", pkd_loss),
 ):
     DISTILL_LOSSES.register(_loss.name)(_loss)

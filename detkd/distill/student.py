@@ -106,7 +106,10 @@ class StudentOutputs:
     ``loss_box_reg``), unweighted; ``image_sizes``: per image ``(h, w)`` after the student's
     resize; ``padded_shape``: ``(H, W)`` of the padded batch; ``features``: FPN maps by level name
     ``[B, C, H_l, W_l]`` (with grad); ``objectness`` / ``rpn_deltas``: per level, in ``features``
-    order, ``[B, A, H_l, W_l]`` / ``[B, 4A, H_l, W_l]`` (with grad); ``rpn`` / ``roi``: the samples.
+    order, ``[B, A, H_l, W_l]`` / ``[B, 4A, H_l, W_l]`` (with grad); ``rpn`` / ``roi``: the samples;
+    ``anchors``: ``[N, 4]`` every anchor of one image in the flat order (the same for every image
+    of a batch: torchvision lays them on the padded grid), xyxy in the student's resized frame;
+    ``gt_boxes``: per image ``[G_i, 4]``, the ground truth in that frame.
     """
 
     losses: dict[str, Tensor]
@@ -117,6 +120,8 @@ class StudentOutputs:
     rpn_deltas: list[Tensor]
     rpn: RPNSamples
     roi: RoISamples
+    anchors: Tensor | None = None
+    gt_boxes: list[Tensor] | None = None
 
 
 def student_forward(model: FasterRCNN, images: Sequence[Tensor], targets: Sequence[dict[str, Any]]) -> StudentOutputs:
@@ -135,12 +140,13 @@ def student_forward(model: FasterRCNN, images: Sequence[Tensor], targets: Sequen
     if isinstance(features, Tensor):
         features = OrderedDict([("0", features)])
     objectness, deltas = model.rpn.head(list(features.values()))
-    proposals, rpn = forward_rpn(model, image_list, list(features.values()), objectness, deltas, resized)
+    proposals, rpn, anchors = forward_rpn(model, image_list, list(features.values()), objectness, deltas, resized)
     roi = forward_roi(model, features, proposals, image_list.image_sizes, resized)
     losses = {**roi_losses(roi), **rpn_losses(rpn)}
     sizes = [(int(h), int(w)) for h, w in image_list.image_sizes]
     padded = (int(image_list.tensors.shape[-2]), int(image_list.tensors.shape[-1]))
-    return StudentOutputs(losses, sizes, padded, features, objectness, deltas, rpn, roi)
+    return StudentOutputs(losses, sizes, padded, features, objectness, deltas, rpn, roi, anchors,
+                          [t["boxes"] for t in resized])
 
 
 def check_inputs(model: FasterRCNN, targets: Sequence[dict[str, Any]]) -> None:
@@ -171,11 +177,11 @@ def check_boxes(targets: Sequence[dict[str, Tensor]]) -> None:
 
 
 def forward_rpn(model: FasterRCNN, images: ImageList, features: list[Tensor], objectness: list[Tensor],
-                deltas: list[Tensor], targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], RPNSamples]:
+                deltas: list[Tensor], targets: list[dict[str, Tensor]]) -> tuple[list[Tensor], RPNSamples, Tensor]:
     """``RegionProposalNetwork.forward`` in training mode, keeping its samples.
 
-    Returns the proposals per image ``[P_i, 4]`` (after ``filter_proposals``: top-n, NMS, no grad)
-    and the sampled anchors.
+    Returns the proposals per image ``[P_i, 4]`` (after ``filter_proposals``: top-n, NMS, no grad),
+    the sampled anchors and the anchors of one image ``[N, 4]`` (all images share them).
     """
     rpn = model.rpn
     anchors = rpn.anchor_generator(images, features)  # per image [N, 4], the flat order
@@ -192,7 +198,7 @@ def forward_rpn(model: FasterRCNN, images: ImageList, features: list[Tensor], ob
         len(pos_idx), index, torch.cat(labels)[index], torch.cat(reg_targets)[index], torch.cat(anchors)[index],
         flat_logits.flatten()[index], flat_deltas[index], *anchor_locations(index, objectness),
     )
-    return proposals, samples
+    return proposals, samples, anchors[0]
 
 
 def anchor_locations(index: Tensor, objectness: Sequence[Tensor]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -11,14 +11,16 @@ engine. The exported student (``detkd export``) drops the adaptation layers.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import ClsTermSection, DistillSection, RegTermSection
+from detkd.config import ClsTermSection, DistillSection, HintSection, RegTermSection
 from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, weighted_soft_ce
+from detkd.distill.masks import object_masks
 from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
 from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
 from detkd.distill.teacher import TeacherOutputs, run_teacher, teacher_roi_outputs
@@ -66,11 +68,14 @@ def hinted_pairs(pairing: LevelPairing, terms: DistillSection) -> list[tuple[str
 
 
 def loss_weights(terms: DistillSection) -> dict[str, float]:
-    """Eq. 1/2/4: mu on the hard terms, (1 - mu) * weight on the soft ones, nu, gamma."""
+    """Eq. 1/2/4: mu on the hard terms, (1 - mu) * weight on the soft ones (``mode: add``: 1 and
+    weight), nu, gamma."""
     weights = {"loss_classifier": 1.0, "loss_box_reg": 1.0, "loss_objectness": 1.0, "loss_rpn_box_reg": 1.0}
     for head, hard in (("rcn", "loss_classifier"), ("rpn", "loss_objectness")):
         cls = getattr(terms, f"{head}_cls")
-        if cls.enabled:
+        if cls.enabled and cls.mode == "add":
+            weights[f"distill_{head}_cls"] = cls.weight
+        elif cls.enabled:
             weights[hard] = cls.mu
             weights[f"distill_{head}_cls"] = (1.0 - cls.mu) * cls.weight
         reg = getattr(terms, f"{head}_reg")
@@ -92,6 +97,9 @@ class DistillTask:
     loss_weights: dict[str, float]
     rpn_pairs: tuple[tuple[str, str], ...] = ()
     find_unused_parameters: bool = False
+    diagnose_every: int = 0  # distill.diagnose_every: gradient shares every N steps (0: never)
+    steps: int = 0
+    records: list[dict] = field(default_factory=list)
 
     @property
     def detector(self) -> FasterRCNN:
@@ -102,6 +110,28 @@ class DistillTask:
         self.teacher.to(images[0].device)
         out: StudentOutputs = model(images, targets)
         teacher = run_teacher(self.teacher, images)
+        losses = self.losses(out, teacher)
+        self.steps += 1
+        if self.diagnose_every and self.steps % self.diagnose_every == 0:
+            self.records.append(self.diagnose(losses))
+        return losses
+
+    def diagnose(self, losses: dict[str, Tensor]) -> dict:
+        """Each term's share of the gradient norm per student module (``detkd doctor``'s balance),
+        as a ``metrics.jsonl`` record; the graph is kept for the step's own backward."""
+        from detkd.doctor.balance import gradient_norms, gradient_shares, module_groups
+
+        shares = gradient_shares(gradient_norms(losses, self.loss_weights, module_groups(self.module.student)))
+        return {"type": "grad_share", "shares": {t: {m: None if v is None else round(v, 5) for m, v in by.items()}
+                                                 for t, by in shares.items()}}
+
+    def pop_records(self) -> list[dict]:
+        """The records made since the last call (the trainer writes them to its log)."""
+        records, self.records = self.records, []
+        return records
+
+    def losses(self, out: StudentOutputs, teacher: TeacherOutputs) -> dict[str, Tensor]:
+        """The detection losses of ``out`` and every enabled distillation term against ``teacher``."""
         losses = dict(out.losses)
         terms = self.terms
         if terms.rcn_cls.enabled or terms.rcn_reg.enabled:
@@ -144,10 +174,19 @@ class DistillTask:
         return result
 
     def hint_term(self, out: StudentOutputs, teacher: TeacherOutputs) -> Tensor:
-        """Eq. 5/6 averaged over the hinted level pairs, on the valid (un-padded) cells."""
+        """Eq. 5/6 (or PKD, attention) over the hinted level pairs, weighted per level."""
+        values, cells = self.hint_levels(out, teacher)
+        weights = hint_level_weights(self.terms.hint, cells).to(values)
+        return (values * weights).sum()
+
+    def hint_levels(self, out: StudentOutputs, teacher: TeacherOutputs) -> tuple[Tensor, list[int]]:
+        """Per hinted level pair, the unweighted hint ``[L]`` and the number of cells it averages
+        over: the valid (un-padded) cells, with ``mask: objects`` only those near a box."""
         hint = self.terms.hint
         loss = DISTILL_LOSSES.get(hint.loss)
-        values = []
+        level_index = {name: i for i, name in enumerate(out.features)}
+        regions = object_masks(out.anchors, out.gt_boxes, out.objectness, hint.mask_psi) if hint.mask == "objects" else None
+        values, cells = [], []
         for s, t in hinted_pairs(self.pairing, self.terms):
             feat = out.features[s]
             aligned, valid = align_teacher_map(teacher.features[t], feat.shape[-2:], out.image_sizes,
@@ -155,8 +194,30 @@ class DistillTask:
                                                self.pairing.teacher_strides[t], self.pairing.mode)
             if s in self.module.adapters:
                 feat = self.module.adapters[s](feat)
-            values.append(loss(feat, aligned, mask=valid))
-        return torch.stack(values).mean()
+            region = valid if regions is None else valid & regions[level_index[s]]
+            extra = {"valid": valid} if hint.loss == "pkd" else {}
+            values.append(loss(feat, aligned, mask=region, **extra))
+            cells.append(int(region.sum()))
+        return torch.stack(values), cells
+
+
+def hint_level_weights(hint: HintSection, cells: Sequence[int]) -> Tensor:
+    """``[L]`` weights of the hinted levels: ``level_weights`` normalised to sum 1, else equal ones
+    summing to 1 (the paper's mean), each level's share of the hinted cells (``cells``), or 1 each
+    (``sum``, MMRazor's PKD)."""
+    if hint.level_weights is not None:
+        if len(hint.level_weights) != len(cells):
+            raise DetkdError(f"distill.hint.level_weights has {len(hint.level_weights)} weights for "
+                             f"{len(cells)} hinted levels")
+        weights = torch.tensor(hint.level_weights, dtype=torch.float64)
+    elif hint.level_weighting == "sum":
+        return torch.ones(len(cells), dtype=torch.float64)
+    elif hint.level_weighting == "cells":
+        weights = torch.tensor(cells, dtype=torch.float64)
+    else:
+        weights = torch.ones(len(cells), dtype=torch.float64)
+    total = weights.sum()
+    return weights / total if total > 0 else torch.full_like(weights, 1.0 / max(len(cells), 1))
 
 
 def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection) -> Tensor:

@@ -40,7 +40,7 @@ from typing import Any
 from detkd.config import DistillConfig, is_distill_config, load_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import AP50_METRIC, CELL_FILE, MAP_METRIC, Cell, CellResult, run_cell
-from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_std
+from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
 from detkd.utils.io import atomic_write
 
 log = logging.getLogger("detkd")
@@ -48,7 +48,7 @@ log = logging.getLogger("detkd")
 METRICS = {"ap50": AP50_METRIC, "map": MAP_METRIC}
 SPLITS = ("train", "test")  # roles: data.train_split and data.test_split
 TERMS = ("rcn_cls", "rpn_cls", "rcn_reg", "rpn_reg", "hint")
-DEFAULT_SEEDS = 3
+DEFAULT_SEEDS = 5  # paired differences over 5 seeds: the least the experiments of docs/RESULTS.md use
 HINTON_T = 4.0  # Hinton KD's temperature (hinton_kd's default); T = 1 would make it CLS
 PLAN_FILE = "plan.json"
 OUTPUT_FILES = ("table4.md", "table4.csv", "table5.md", "table5.csv", "ablation.png", "ablation.json")
@@ -57,28 +57,33 @@ TEACHER_ONLY_PREFIXES = ("distill.", "teacher.", "model.")  # overrides of the s
 
 @dataclass(frozen=True)
 class Row:
-    """One row of the grid: the settings of each term it switches on (the others are off);
-    ``plain``: the student alone (no teacher); ``same_channels``: hints without adaptation."""
+    """One row of the grid. ``terms``: the settings of each term it switches on (the others are
+    off), or None to keep the config's own distillation settings; ``extra``: further overrides
+    (a ``--variant``'s); ``plain``: the student alone (no teacher); ``same_channels``: hints
+    without adaptation."""
 
     name: str
     description: str
-    terms: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    terms: Mapping[str, Mapping[str, Any]] | None = field(default_factory=dict)
     plain: bool = False
     same_channels: bool = False
+    extra: tuple[str, ...] = ()
 
     def overrides(self) -> tuple[str, ...]:
-        """``distill.<term>.enabled=...`` for all five terms, and the row's settings."""
+        """``distill.<term>.enabled=...`` for all five terms and the row's settings, then ``extra``."""
         if self.plain:
             return ()
         out = []
-        for term in TERMS:
+        for term in TERMS if self.terms is not None else ():
             settings = self.terms.get(term)
             out.append(f"distill.{term}.enabled={_yaml(settings is not None)}")
             out.extend(f"distill.{term}.{key}={_yaml(value)}" for key, value in (settings or {}).items())
-        return tuple(out)
+        return (*out, *self.extra)
 
 
 def _yaml(value: Any) -> str:
+    if value is None:
+        return "null"
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
@@ -87,12 +92,21 @@ def _both(term: str, settings: Mapping[str, Any]) -> dict[str, Mapping[str, Any]
     return {f"rcn_{term}": settings, f"rpn_{term}": settings}
 
 
-CLS = _both("cls", {"loss": "soft_ce", "bg_weight": 1.0})
-CLS_W = _both("cls", {"loss": "soft_ce", "bg_weight": 1.5})
-L2 = _both("reg", {"bounded": False})
-L2_B = _both("reg", {"bounded": True})
-HINTS = {"hint": {"adaptation": False}}
-HINTS_A = {"hint": {"adaptation": True}}
+# The paper's settings (Chen et al. 2017, configs/_base_/distill.yaml), pinned in every paper row
+# so that a config whose defaults are another recipe still gives the paper's Table 4.
+PAPER_CLS = {"loss": "soft_ce", "mode": "interpolate", "mu": 0.5, "weight": 1.0, "temperature": 1.0}
+PAPER_REG = {"nu": 0.5, "margin": 0.0}
+PAPER_HINT = {"loss": "hint_l2", "gamma": 0.5, "levels": None, "mask": "none", "level_weighting": "equal",
+              "level_weights": None}
+PKD_GAMMA = 6.0  # MMRazor's PKD for Faster R-CNN: weight 6 on each FPN level, summed
+
+CLS = _both("cls", {**PAPER_CLS, "bg_weight": 1.0})
+CLS_W = _both("cls", {**PAPER_CLS, "bg_weight": 1.5})
+L2 = _both("reg", {**PAPER_REG, "bounded": False})
+L2_B = _both("reg", {**PAPER_REG, "bounded": True})
+HINTS = {"hint": {**PAPER_HINT, "adaptation": False}}
+HINTS_A = {"hint": {**PAPER_HINT, "adaptation": True}}
+PKD = {"hint": {**PAPER_HINT, "loss": "pkd", "gamma": PKD_GAMMA, "level_weighting": "sum", "adaptation": True}}
 
 ROWS: dict[str, Row] = {r.name: r for r in (
     Row("baseline", "Baseline: the student trained alone", plain=True),
@@ -103,15 +117,32 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("hints", "Hints: FPN hints without adaptation layers", HINTS, same_channels=True),
     Row("hints_a", "Hints-A: FPN hints through 1x1-conv adaptation layers", HINTS_A),
     Row("all", "All: CLS-W + L2-B + Hints-A (the full method)", {**CLS_W, **L2_B, **HINTS_A}),
+    Row("pkd", f"PKD: standardised FPN hints through adaptation layers, weight {PKD_GAMMA:g} per level", PKD),
+    Row("recipe", "Recipe: the config's own distillation settings", None),
     Row("distill", "Distillation: CLS-W + L2-B, no hints", {**CLS_W, **L2_B}),
     Row("hinton", f"Hinton KD: uniform soft CE at T={HINTON_T:g} on RPN and RoI head",
-        _both("cls", {"loss": "hinton", "temperature": HINTON_T})),
-    Row("dist", "DIST: Pearson relations of the RoI-head classes (RPN off)", {"rcn_cls": {"loss": "dist"}}),
+        _both("cls", {**PAPER_CLS, "loss": "hinton", "temperature": HINTON_T})),
+    Row("dist", "DIST: Pearson relations of the RoI-head classes (RPN off)",
+        {"rcn_cls": {**PAPER_CLS, "loss": "dist"}}),
 )}
-TABLE4 = ("baseline", "cls", "cls_w", "l2", "l2_b", "hints", "hints_a", "all")
-TABLE5 = ("baseline", "distill", "hints_a", "all")
+TABLE4 = ("baseline", "cls", "cls_w", "l2", "l2_b", "hints", "hints_a", "all", "pkd", "recipe")
+TABLE5 = ("baseline", "distill", "hints_a", "all", "recipe")
 EXTRA_TERMS = ("hinton", "dist")  # rows added by --terms; shown at the end of Table 4
 GRID = tuple(n for n in ROWS if n not in EXTRA_TERMS)  # the default rows
+
+
+def variant_row(spec: Sequence[str]) -> Row:
+    """A ``--variant NAME KEY=VALUE ...`` row: the config's own settings with these overrides."""
+    if not spec or "=" in spec[0]:
+        raise DetkdError(f"--variant {' '.join(spec)}: give a row name first, then KEY=VALUE overrides")
+    name, overrides = spec[0], tuple(spec[1:])
+    if name in ROWS or not name.replace("_", "").replace("-", "").isalnum():
+        raise DetkdError(f"--variant {name}: the name must be new (not {', '.join(ROWS)}) and a plain word")
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        raise DetkdError(f"--variant {name}: {bad[0]!r} is not KEY=VALUE")
+    return Row(name, f"Variant: the config's settings with {' '.join(overrides) or 'nothing changed'}", None,
+               extra=overrides)
 
 
 # --- the plan ----------------------------------------------------------------------------------
@@ -143,17 +174,19 @@ class AblationPlan:
     unavailable: dict[str, str]  # row -> why it cannot run (e.g. hints with differing channels)
     overrides: list[str]  # applied to every cell (the command line's, and --split's)
     split_names: dict[str, str | None]  # role -> the split it names
+    row_defs: dict[str, Row] = field(default_factory=lambda: dict(ROWS))  # ROWS and the --variant rows
 
 
-def select_rows(rows: Sequence[str] | None = None, terms: Sequence[str] = ()) -> list[str]:
-    """The rows to run, in :data:`ROWS` order: ``baseline``, ``rows`` (default :data:`GRID`) and
-    the extra ``terms`` (:data:`EXTRA_TERMS`). Unknown names are an error listing the known ones."""
+def select_rows(rows: Sequence[str] | None = None, terms: Sequence[str] = (), variants: Sequence[str] = ()) -> list[str]:
+    """The rows to run, in :data:`ROWS` order: ``baseline``, ``rows`` (default :data:`GRID`; with
+    ``variants`` only, none), the extra ``terms`` (:data:`EXTRA_TERMS`), then the ``variants``.
+    Unknown names are an error listing the known ones."""
     for option, names, known in (("--rows", rows or (), tuple(ROWS)), ("--terms", terms, EXTRA_TERMS)):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise DetkdError(f"{option}: unknown row {', '.join(map(repr, unknown))} (known: {', '.join(known)})")
-    wanted = {"baseline", *(rows or GRID), *terms}
-    return [n for n in ROWS if n in wanted]
+    wanted = {"baseline", *(rows or (() if variants else GRID)), *terms}
+    return [n for n in ROWS if n in wanted] + list(dict.fromkeys(variants))
 
 
 def config_label(config: str) -> str:
@@ -169,28 +202,32 @@ def default_out_dir(config: str) -> str:
 
 def plan_ablation(config: str, seeds: int = DEFAULT_SEEDS, out_dir: str | None = None,
                   rows: Sequence[str] | None = None, terms: Sequence[str] = (), split: str | None = None,
-                  overrides: Sequence[str] = ()) -> AblationPlan:
+                  overrides: Sequence[str] = (), variants: Sequence[Sequence[str]] = ()) -> AblationPlan:
     """The cells of the grid for the distillation ``config`` (checked, nothing trained yet).
 
     ``overrides`` (KEY=VALUE) apply to every cell (the teacher's: all but ``model.``,
-    ``distill.`` and ``teacher.`` keys, which are the student's); ``split`` scores on that split
-    instead of the config's test split (``data.test_split=NAME``).
+    ``distill.`` and ``teacher.`` keys, which are the student's); a paper row's own settings win
+    over them. ``split`` scores on that split instead of the config's test split
+    (``data.test_split=NAME``). ``variants``: ``[NAME, KEY=VALUE, ...]`` rows of the config's own
+    settings with those overrides (:func:`variant_row`).
     """
-    names = select_rows(rows, terms)
+    extra = {row.name: row for row in map(variant_row, variants)}
+    row_defs = {**ROWS, **extra}
+    names = select_rows(rows, terms, list(extra))
     common = check_overrides(overrides, seeds) + ([f"data.test_split={split}"] if split else [])
     cfg = load_distill(config, common)
     out_dir = out_dir or default_out_dir(config)
     teacher, teacher_ckpt, trained = teacher_cell(cfg, out_dir, common)
     reason = hints_unavailable(cfg, teacher_overrides(common))
-    unavailable = {n: reason for n in names if ROWS[n].same_channels and reason}
-    cells = [planned_cell(config, ROWS[n], s, out_dir, common, teacher_ckpt)
+    unavailable = {n: reason for n in names if row_defs[n].same_channels and reason}
+    cells = [planned_cell(config, row_defs[n], s, out_dir, common, teacher_ckpt)
              for n in names if n not in unavailable for s in range(seeds)]
     for n in names:  # every row's overrides are valid keys and values before hours of training
-        load_config(config, planned_cell(config, ROWS[n], 0, out_dir, common, teacher_ckpt).cell.overrides,
+        load_config(config, planned_cell(config, row_defs[n], 0, out_dir, common, teacher_ckpt).cell.overrides,
                     schema=DistillConfig)
     split_names = {"train": cfg.data.train_split, "test": cfg.data.test_split}
     return AblationPlan(config, out_dir, seeds, names, teacher, os.path.join(out_dir, "teacher"), trained,
-                        cfg.teacher.checkpoint, cells, unavailable, common, split_names)
+                        cfg.teacher.checkpoint, cells, unavailable, common, split_names, row_defs)
 
 
 def check_overrides(overrides: Sequence[str], seeds: int) -> list[str]:
@@ -342,16 +379,19 @@ def summarize(plan: AblationPlan, teacher: CellResult, results: Mapping[tuple[st
              for (row, seed), r in results.items()]
     teacher_scores = cell_scores(teacher)
     rows = {name: row_summary(name, plan, [c for c in cells if c["row"] == name]) for name in plan.rows}
+    variants = [n for n in plan.rows if n not in ROWS]
     base = rows["baseline"]
-    for entry in rows.values():
+    base_cells = [c for c in cells if c["row"] == "baseline"]
+    for name, entry in rows.items():
         entry["gain_ap50"] = {s: gain(entry["ap50"][s]["mean"], base["ap50"][s]["mean"]) for s in SPLITS}
         entry["gap_closed"] = {s: gap_closed(entry["ap50"][s]["mean"], base["ap50"][s]["mean"],
                                              teacher_scores["ap50"][s]) for s in SPLITS}
+        entry["paired"] = paired_summary([c for c in cells if c["row"] == name], base_cells)
     return {
         "config": plan.config, "out_dir": plan.out_dir, "seeds": plan.seeds, "overrides": plan.overrides,
         "metrics": METRICS, "splits": plan.split_names,
         "teacher": {"checkpoint": teacher.checkpoint, "trained": plan.teacher_trained, **teacher_scores},
-        "table4": [n for n in (*TABLE4, *EXTRA_TERMS) if n in plan.rows],
+        "table4": [n for n in (*TABLE4, *EXTRA_TERMS, *variants) if n in plan.rows],
         "table5": [n for n in TABLE5 if n in plan.rows],
         "rows": rows, "cells": cells,
     }
@@ -361,8 +401,23 @@ def row_summary(name: str, plan: AblationPlan, cells: Sequence[Mapping[str, Any]
     """Mean and std over the row's finished seeds of each metric and split."""
     stats = {key: {split: dict(zip(("mean", "std"), mean_std([c[key][split] for c in cells]))) for split in SPLITS}
              for key in METRICS}
-    return {"description": ROWS[name].description, "available": name not in plan.unavailable,
+    row = plan.row_defs[name]
+    return {"description": row.description, "overrides": list(row.overrides()), "available": name not in plan.unavailable,
             "reason": plan.unavailable.get(name), "seeds_done": len(cells), **stats}
+
+
+def paired_summary(cells: Sequence[Mapping[str, Any]], baseline: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per metric and split: the mean over seeds of (row - baseline) at the same seed, its 95 %
+    Student-t interval (``low``, ``high``; None under two seeds) and the number of pairs ``n``."""
+    out: dict[str, Any] = {}
+    for key in METRICS:
+        out[key] = {}
+        for split in SPLITS:
+            diffs = paired_differences({c["seed"]: c[key][split] for c in cells},
+                                       {c["seed"]: c[key][split] for c in baseline})
+            mean, low, high = mean_ci(diffs)
+            out[key][split] = {"mean": mean, "low": low, "high": high, "n": len(diffs)}
+    return out
 
 
 # --- tables ------------------------------------------------------------------------------------
@@ -375,14 +430,25 @@ def table4_records(summary: Mapping[str, Any]) -> list[Record]:
     t = summary["teacher"]
     out = [{"row": "teacher", "description": teacher_description(summary), "ap50_mean": t["ap50"]["test"],
             "ap50_std": None, "map_mean": t["map"]["test"], "map_std": None, "gain_ap50": None,
-            "gap_closed": None, "seeds_done": None, "note": None}]
+            "gap_closed": None, **paired_columns(None), "seeds_done": None, "note": None}]
     for name in summary["table4"]:
         r = summary["rows"][name]
         out.append({"row": name, "description": r["description"], "ap50_mean": r["ap50"]["test"]["mean"],
                     "ap50_std": r["ap50"]["test"]["std"], "map_mean": r["map"]["test"]["mean"],
                     "map_std": r["map"]["test"]["std"], "gain_ap50": r["gain_ap50"]["test"],
-                    "gap_closed": r["gap_closed"]["test"], "seeds_done": r["seeds_done"], "note": row_note(r)})
+                    "gap_closed": r["gap_closed"]["test"], **paired_columns(r), "seeds_done": r["seeds_done"],
+                    "note": row_note(r)})
     return out
+
+
+def paired_columns(row: Mapping[str, Any] | None, split: str = "test", prefix: str = "") -> Record:
+    """``paired_gain``, ``ci95_low``, ``ci95_high`` (AP50) and ``paired_gain_map`` of a row on
+    ``split`` (None for the teacher, and for the baseline, which is its own pair)."""
+    keys = ("paired_gain", "ci95_low", "ci95_high", "paired_gain_map")
+    if row is None or row.get("paired") is None:
+        return {prefix + k: None for k in keys}
+    ap50, map_ = row["paired"]["ap50"][split], row["paired"]["map"][split]
+    return dict(zip((prefix + k for k in keys), (ap50["mean"], ap50["low"], ap50["high"], map_["mean"])))
 
 
 def table5_records(summary: Mapping[str, Any]) -> list[Record]:
@@ -390,14 +456,16 @@ def table5_records(summary: Mapping[str, Any]) -> list[Record]:
     t = summary["teacher"]
     out = [{"row": "teacher", "description": teacher_description(summary), "train_ap50_mean": t["ap50"]["train"],
             "train_ap50_std": None, "test_ap50_mean": t["ap50"]["test"], "test_ap50_std": None,
-            "gain_train_ap50": None, "gain_test_ap50": None, "seeds_done": None, "note": None}]
+            "gain_train_ap50": None, "gain_test_ap50": None, **paired_columns(None, "train", "train_"),
+            **paired_columns(None), "seeds_done": None, "note": None}]
     for name in summary["table5"]:
         r = summary["rows"][name]
         out.append({"row": name, "description": r["description"],
                     "train_ap50_mean": r["ap50"]["train"]["mean"], "train_ap50_std": r["ap50"]["train"]["std"],
                     "test_ap50_mean": r["ap50"]["test"]["mean"], "test_ap50_std": r["ap50"]["test"]["std"],
                     "gain_train_ap50": r["gain_ap50"]["train"], "gain_test_ap50": r["gain_ap50"]["test"],
-                    "seeds_done": r["seeds_done"], "note": row_note(r)})
+                    **paired_columns(r, "train", "train_"), **paired_columns(r), "seeds_done": r["seeds_done"],
+                    "note": row_note(r)})
     return out
 
 
@@ -425,6 +493,14 @@ def seeds_cell(done: int | None, summary: Mapping[str, Any]) -> str:
     return "" if done is None else f"{done}/{summary['seeds']}"
 
 
+def paired_cell(r: Record, prefix: str = "") -> str:
+    """``+2.3 [+0.8, +3.8]``: the paired gain in AP50 points and its 95 % interval."""
+    if r["row"] in ("teacher", "baseline") or r[prefix + "paired_gain"] is None:
+        return ""
+    interval = "" if r[prefix + "ci95_low"] is None else f" [{signed(r[prefix + 'ci95_low'])}, {signed(r[prefix + 'ci95_high'])}]"
+    return signed(r[prefix + "paired_gain"]) + interval
+
+
 Column = tuple[str, Callable[[Record, Mapping[str, Any]], str]]
 TABLE4_COLUMNS: tuple[Column, ...] = (
     ("row", lambda r, s: r["row"]),
@@ -432,6 +508,8 @@ TABLE4_COLUMNS: tuple[Column, ...] = (
     ("AP50 (%)", lambda r, s: r["note"] or pct(r["ap50_mean"], r["ap50_std"])),
     ("mAP (%)", lambda r, s: "-" if r["note"] else pct(r["map_mean"], r["map_std"])),
     ("AP50 gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_ap50"])),
+    ("paired AP50 gain [95% CI]", lambda r, s: paired_cell(r)),
+    ("paired mAP gain", lambda r, s: "" if r["row"] in ("teacher", "baseline") else signed(r["paired_gain_map"])),
     ("gap closed (%)", lambda r, s: "" if r["row"] == "teacher" else pct(r["gap_closed"])),
     ("seeds", lambda r, s: seeds_cell(r["seeds_done"], s)),
 )
@@ -441,6 +519,8 @@ TABLE5_COLUMNS: tuple[Column, ...] = (
     ("test AP50 (%)", lambda r, s: "-" if r["note"] else pct(r["test_ap50_mean"], r["test_ap50_std"])),
     ("train gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_train_ap50"])),
     ("test gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_test_ap50"])),
+    ("paired train gain [95% CI]", lambda r, s: paired_cell(r, "train_")),
+    ("paired test gain [95% CI]", lambda r, s: paired_cell(r)),
     ("seeds", lambda r, s: seeds_cell(r["seeds_done"], s)),
 )
 
@@ -457,7 +537,8 @@ def table4_markdown(summary: Mapping[str, Any]) -> str:
     head = (f"## Table 4: distillation terms, {config_label(summary['config'])}\n\n"
             f"AP50 (VOC all-point AP at IoU 0.5) and mAP (COCO AP@[.5:.95]) on the split `{splits['test']}`, "
             f"in %, mean ± std over seeds; gain over the baseline and share of the teacher-baseline gap "
-            f"closed on the means.\n\n")
+            f"closed on the means; paired gain: the mean over seeds of (row - baseline) at the same seed "
+            f"(same initial weights and data order), in AP50 points, with its 95 % Student-t interval.\n\n")
     return head + markdown_table(table4_records(summary), TABLE4_COLUMNS, summary) + "\n"
 
 
@@ -466,7 +547,8 @@ def table5_markdown(summary: Mapping[str, Any]) -> str:
     splits = summary["splits"]
     head = (f"## Table 5: train vs test AP50, {config_label(summary['config'])}\n\n"
             f"AP50 in % on the training split `{splits['train']}` and the split `{splits['test']}`, "
-            "mean ± std over seeds, and the gains of each over the baseline.\n\n")
+            "mean ± std over seeds, the gains of each over the baseline, and the paired gains (mean "
+            "over seeds of the per-seed difference) with their 95 % intervals.\n\n")
     return head + markdown_table(table5_records(summary), TABLE5_COLUMNS, summary) + "\n"
 
 

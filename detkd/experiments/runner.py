@@ -45,6 +45,7 @@ class Cell:
     splits: tuple[str, ...] = ("test",)
     plain: bool = False  # train the student of a distillation config alone (its baseline)
     checkpoint: str | None = None  # score this trained checkpoint instead of training
+    score_data: str | None = None  # score on the data section of this config file (e.g. the students')
 
 
 @dataclass
@@ -70,10 +71,14 @@ class CellResult:
 
 def cell_config(cell: Cell, run_dir: str) -> Config:
     """The cell's config: its file, its overrides, its run directory, no evaluation in training.
-    A ``plain`` cell of a distillation config is its student's :class:`Config` alone."""
+    A ``plain`` cell of a distillation config is its student's :class:`Config` alone, starting
+    where the distilled student starts (``student.init``)."""
     overrides = [*cell.overrides, f"output_dir={run_dir}", "train.eval_every=0"]
     cfg = load_any_config(cell.config, overrides)
     if cell.plain and isinstance(cfg, DistillConfig):
+        from detkd.distill.build import resolve_student_init
+
+        cfg = resolve_student_init(cfg)
         cfg = Config(**{f.name: getattr(cfg, f.name) for f in fields(Config)})
     return cfg
 
@@ -102,14 +107,22 @@ def run_cell(cell: Cell, run_dir: str) -> CellResult:
     else:
         seconds, checkpoint = train_cell(cfg), os.path.join(run_dir, "last.pt")
     metrics, classes, start = {}, [], time.perf_counter()
+    scored = scoring_config(cfg, cell.score_data)
     for split in cell.splits:
-        outcome = evaluate_cell(cfg, checkpoint, split)
+        outcome = evaluate_cell(scored, checkpoint, split)
         metrics[split], classes = outcome.metrics, list(outcome.classes)
     result = CellResult(cell.name, run_dir, checkpoint, metrics, seconds, classes, time.perf_counter() - start,
                         source=cell_source(cell))
     with atomic_write(done) as f:
         json.dump(asdict(result), f, indent=1)
     return result
+
+
+def scoring_config(cfg: Config, data_from: str | None) -> Config:
+    """``cfg`` with the data section of the config file ``data_from`` (None: unchanged)."""
+    if data_from is None:
+        return cfg
+    return dataclasses.replace(cfg, data=load_any_config(data_from).data)
 
 
 def train_cell(cfg: Config) -> float:
@@ -136,9 +149,13 @@ def evaluate_cell(cfg: Config, checkpoint: str, split: str):  # -> detkd.engine.
 
 
 def cell_source(cell: Cell) -> dict[str, Any]:
-    """What identifies a cell's run: its config file, overrides and given checkpoint."""
-    return {"config": os.path.abspath(cell.config), "overrides": list(cell.overrides), "plain": cell.plain,
-            "checkpoint": cell.checkpoint}
+    """What identifies a cell's run: its config file, overrides, given checkpoint (and the data
+    it is scored on, when that is another config's)."""
+    source = {"config": os.path.abspath(cell.config), "overrides": list(cell.overrides), "plain": cell.plain,
+              "checkpoint": cell.checkpoint}
+    if cell.score_data:
+        source["score_data"] = os.path.abspath(cell.score_data)
+    return source
 
 
 def read_cell(path: str, cell: Cell | None = None) -> CellResult:

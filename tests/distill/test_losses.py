@@ -16,6 +16,8 @@ from detkd.distill.losses import (
     hint_loss,
     hinton_kd,
     objectness_soft_ce,
+    pkd_loss,
+    standardize,
     weighted_soft_ce,
 )
 
@@ -30,6 +32,29 @@ def test_background_weight_scales_the_background_term() -> None:
     teacher = torch.tensor([[0.0, LN3]])
     assert weighted_soft_ce(student, teacher).item() == pytest.approx(LN2)
     assert weighted_soft_ce(student, teacher, torch.tensor([1.5, 1.0])).item() == pytest.approx(1.125 * LN2)
+
+
+def test_weighted_soft_ce_is_minimal_at_the_weighted_teacher_not_at_the_teacher() -> None:
+    # the docstring's claim: the minimiser is P_s = w * P_t / sum(w * P_t); with w0 = 1.5 it is not P_t
+    teacher = torch.tensor([[0.2, 0.5, 0.3]], dtype=torch.float64).log()
+    weights = torch.tensor([1.5, 1.0, 1.0], dtype=torch.float64)
+    optimum = (weights * teacher.exp()) / (weights * teacher.exp()).sum()
+    logits = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([logits], lr=0.5, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = weighted_soft_ce(logits, teacher, weights)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    found = logits.detach().softmax(dim=1)
+    assert torch.allclose(found, optimum, atol=1e-6)  # background 0.3 / 1.1 = 0.273, not 0.2
+    assert found[0, 0].item() == pytest.approx(0.3 / 1.1, abs=1e-5)
+    at_teacher = teacher.clone().requires_grad_(True)
+    weighted_soft_ce(at_teacher, teacher, weights).backward()
+    assert at_teacher.grad.abs().max().item() > 1e-2  # P_s = P_t is no stationary point for w0 != 1
 
 
 def test_temperature_squared_scaling() -> None:
@@ -101,6 +126,41 @@ def test_hint_with_and_without_mask() -> None:
         hint_loss(student, teacher, mask, "l3")
 
 
+def test_pkd_is_one_minus_the_pearson_correlation_per_channel() -> None:
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    teacher[:, 1] = 0.7 * student[:, 1] + 0.3 * teacher[:, 1]  # a correlated channel
+    flat_s = student.transpose(0, 1).reshape(3, -1).double()
+    flat_t = teacher.transpose(0, 1).reshape(3, -1).double()
+    pearson = [torch.corrcoef(torch.stack([a, b]))[0, 1].item() for a, b in zip(flat_s, flat_t)]
+    expected = sum(1 - r for r in pearson) / 3  # 1/2 mean((s - t)^2) of standardised maps = 1 - r
+    assert pkd_loss(student, teacher).item() == pytest.approx(expected, rel=1e-4)
+    # blind to each channel's scale and offset, on the student and on the teacher
+    scale, shift = torch.tensor([3.0, 0.2, 50.0]).view(1, 3, 1, 1), torch.tensor([1.0, -7.0, 0.0]).view(1, 3, 1, 1)
+    assert pkd_loss(student * scale + shift, teacher).item() == pytest.approx(expected, rel=1e-4)
+    assert pkd_loss(student, teacher * scale - shift).item() == pytest.approx(expected, rel=1e-4)
+    assert pkd_loss(teacher * 5 + 2, teacher).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pkd_statistics_come_from_the_valid_cells_only() -> None:
+    torch.manual_seed(1)
+    student, teacher = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
+    valid = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    valid[..., :3, :3] = True
+    padded_s, padded_t = student.clone(), teacher.clone()
+    padded_s[..., 3, :] = padded_s[..., :, 3] = 1e3  # the padding: large values that must not count
+    padded_t[..., 3, :] = -1e3
+    expected = pkd_loss(student[..., :3, :3], teacher[..., :3, :3])
+    assert pkd_loss(padded_s, padded_t, mask=valid).item() == pytest.approx(expected.item(), rel=1e-5)
+    # the error may be taken on fewer cells (near objects) than the statistics (all valid cells)
+    region = valid.clone()
+    region[..., 0, :] = False
+    s_hat, t_hat = standardize(padded_s, valid), standardize(padded_t, valid)
+    by_hand = 0.5 * (s_hat - t_hat)[..., 1:3, :3].pow(2).mean()
+    assert pkd_loss(padded_s, padded_t, mask=region, valid=valid).item() == pytest.approx(by_hand.item(), rel=1e-5)
+    assert standardize(padded_s, valid)[..., :3, :3].mean(dim=(0, 2, 3)).abs().max() < 1e-5
+
+
 def test_attention_ignores_channel_count_and_scale() -> None:
     torch.manual_seed(0)
     teacher = torch.randn(2, 4, 5, 5)
@@ -153,7 +213,7 @@ def test_empty_inputs_give_zero() -> None:
 
 
 def test_required_names_are_registered() -> None:
-    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton"}
+    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton", "pkd"}
     assert names <= set(DISTILL_LOSSES.names())
 
 
@@ -174,3 +234,5 @@ def test_feature_losses_refuse_misaligned_maps() -> None:
         hint_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))
     with pytest.raises(ValueError, match="grid"):
         attention_transfer(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 5, 4))
+    with pytest.raises(ValueError, match="adapt"):
+        pkd_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -162,10 +163,14 @@ def test_detkd_distill_runs_and_its_student_exports_to_plain_torchvision(
     code = main(["distill", str(REPO / "configs" / "synth" / "distill_lowres.yaml"), f"output_dir={run}",
                  f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", f"data.root={root}",
                  "data.synth.images=10", "data.num_workers=0", "data.limit=4", "device=cpu", "train.epochs=1",
-                 *STUDENT_SIZE["lowres"]])
+                 "train.batch_size=2", "distill.diagnose_every=1", *STUDENT_SIZE["lowres"]])
     assert code == 0, capsys.readouterr().err
     logged = (run / "metrics.jsonl").read_text()
     assert '"distill_hint"' in logged and '"distill_hint_weighted"' in logged
+    shares = [json.loads(line) for line in logged.splitlines() if '"grad_share"' in line]
+    assert [r["step"] for r in shares] == [1, 2]  # every iteration (2 batches of 2)
+    fpn = [v["fpn"] for v in shares[0]["shares"].values() if v["fpn"] is not None]
+    assert abs(sum(fpn) - 1) < 1e-3 and shares[0]["shares"]["distill_hint"]["rpn"] == 0.0  # hints skip the RPN
     state = torch.load(run / "last.pt", weights_only=True)
     assert any(k.startswith("adapters.") for k in state["module"])
     export_student(str(run / "last.pt"), str(tmp_path / "student.pt"))
@@ -190,3 +195,104 @@ def test_a_three_level_mobilenet_student_learns_from_a_five_level_teacher(teache
 def test_dist_on_the_rpn_is_refused(teacher_files: tuple[Path, Path]) -> None:
     with pytest.raises(DetkdError, match="RoI head only"):
         build_distill_task(distill_config("small", teacher_files, "distill.rpn_cls.loss=dist"), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("overrides", [
+    ["distill.hint.loss=pkd"], ["distill.hint.mask=objects"], ["distill.hint.loss=pkd", "distill.hint.mask=objects"],
+    ["distill.hint.level_weighting=cells"], ["distill.hint.level_weighting=sum"],
+    ["distill.rcn_cls.mode=add", "distill.rpn_cls.mode=add"],
+])
+def test_signal_carrying_variants_train(overrides: list[str], teacher_files: tuple[Path, Path]) -> None:
+    task = build_distill_task(distill_config("lowres", teacher_files, *overrides), NUM_CLASSES)
+    history = train_steps(task, 2)
+    assert all(torch.isfinite(torch.tensor(v)) for h in history for v in h.values())
+    assert history[0]["distill_hint"] > 0
+
+
+def test_additive_classification_keeps_the_hard_loss_at_full_weight(teacher_files: tuple[Path, Path]) -> None:
+    paper = build_distill_task(distill_config("small", teacher_files), NUM_CLASSES).loss_weights
+    add = build_distill_task(distill_config("small", teacher_files, "distill.rcn_cls.mode=add",
+                                            "distill.rcn_cls.weight=0.3"), NUM_CLASSES).loss_weights
+    assert (paper["loss_classifier"], paper["distill_rcn_cls"]) == (0.5, 0.5)  # mu, 1 - mu
+    assert (add["loss_classifier"], add["distill_rcn_cls"]) == (1.0, 0.3)
+    assert add["loss_objectness"] == 0.5  # the RPN keeps its interpolation
+
+
+def test_level_weights(teacher_files: tuple[Path, Path]) -> None:
+    from detkd.config import HintSection
+    from detkd.distill.task import hint_level_weights
+
+    cells = [300, 100, 0, 100]
+    assert hint_level_weights(HintSection(), cells).tolist() == [0.25] * 4
+    assert hint_level_weights(HintSection(level_weighting="cells"), cells).tolist() == [0.6, 0.2, 0.0, 0.2]
+    assert hint_level_weights(HintSection(level_weighting="sum"), cells).tolist() == [1.0] * 4
+    assert hint_level_weights(HintSection(level_weights=[2, 1, 1, 0]), cells).tolist() == [0.5, 0.25, 0.25, 0.0]
+    with pytest.raises(DetkdError, match="level_weights has 2 weights for 4 hinted levels"):
+        build_distill_task(distill_config("lowres", teacher_files, "distill.hint.level_weights=[1,2]"), NUM_CLASSES)
+    # the objects mask averages over fewer cells than the valid area, and the hint follows its weights
+    task = build_distill_task(distill_config("lowres", teacher_files, "distill.hint.mask=objects"), NUM_CLASSES)
+    images, targets = batch()
+    task.module.train()
+    out = task.module(images, targets)
+    from detkd.distill.teacher import run_teacher
+
+    teacher = run_teacher(task.teacher, images)
+    values, masked = task.hint_levels(out, teacher)
+    plain = build_distill_task(distill_config("lowres", teacher_files), NUM_CLASSES)
+    plain.module.load_state_dict(task.module.state_dict())
+    _, valid = plain.hint_levels(out, teacher)
+    assert all(0 < m < v for m, v in zip(masked, valid)) and len(values) == len(masked)
+    assert task.hint_term(out, teacher).item() == pytest.approx(values.mean().item())
+
+
+def test_student_init_teacher_starts_from_the_teachers_weights(teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    from detkd.experiments.runner import Cell, cell_config
+
+    config, checkpoint = teacher_files
+    task = build_distill_task(distill_config("lowres", teacher_files, "student.init=teacher"), NUM_CLASSES)
+    teacher = task.teacher.state_dict()
+    assert all(torch.equal(v, teacher[k]) for k, v in task.module.student.state_dict().items())
+    assert task.module.student.transform.min_size == (64,)  # the student's own resolution
+    # its baseline (the plain cell of the same config) starts from the teacher too
+    overrides = (f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", "student.init=teacher")
+    baseline = cell_config(Cell("b", str(REPO / "configs" / "synth" / "distill_lowres.yaml"), overrides, plain=True),
+                           str(tmp_path / "run"))
+    assert baseline.model.checkpoint == str(checkpoint) and not hasattr(baseline, "student")
+    with pytest.raises(DetkdError, match="give one starting point"):
+        build_distill_task(distill_config("lowres", teacher_files, "student.init=teacher",
+                                          f"model.checkpoint={tmp_path / 'other.pt'}"), NUM_CLASSES)
+
+
+@pytest.mark.parametrize("kind", ["small", "lowres"])
+def test_baseline_and_distilled_student_are_paired(kind: str, teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """At one seed the trainer builds the distilled student with the baseline's initial weights,
+    and both see the same images in the same order and draw the same first samples."""
+    from detkd.data.synth import ensure_synth
+    from detkd.engine.distributed import init_distributed
+    from detkd.engine.task import build_detector_task
+    from detkd.engine.trainer import Trainer
+    from detkd.experiments.runner import Cell, cell_config
+
+    config, checkpoint = teacher_files
+    root = ensure_synth(str(tmp_path / "synth"), 10, 0)
+    common = (f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", f"data.root={root}", "data.synth.images=10",
+              "data.num_workers=0", "device=cpu", "seed=3", *STUDENT_SIZE[kind])
+    path = str(REPO / "configs" / "synth" / f"distill_{kind}.yaml")
+    built = {}
+    for name, plain in (("baseline", True), ("distilled", False)):
+        cfg = cell_config(Cell(name, path, common, plain=plain), str(tmp_path / name))
+        trainer = Trainer(cfg, init_distributed("cpu"), build_detector_task if plain else build_distill_task)
+        trainer.build()
+        first = next(iter(trainer.train_loader))
+        built[name] = (trainer.task.detector.state_dict(), [t["image_id"] for t in first[1]], torch.rand(4))
+    (base, base_ids, base_draw), (dist, dist_ids, dist_draw) = built["baseline"], built["distilled"]
+    assert list(base) == list(dist) and all(torch.equal(base[k], dist[k]) for k in base)
+    assert base_ids == dist_ids and torch.equal(base_draw, dist_draw)
+
+
+def test_a_damaged_teacher_file_is_one_clear_error(teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    config, checkpoint = teacher_files
+    broken = tmp_path / "teacher.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])  # a truncated copy
+    with pytest.raises(DetkdError, match=f"{broken}: not a readable checkpoint"):
+        build_distill_task(distill_config("small", (config, broken)), NUM_CLASSES)

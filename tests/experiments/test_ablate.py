@@ -19,7 +19,7 @@ from detkd.config import Config, DistillConfig, load_config
 from detkd.data.synth import ensure_synth
 from detkd.errors import DetkdError
 from detkd.experiments import ablate, runner
-from detkd.experiments.ablate import ROWS, TERMS, plan_ablation, run_ablation, select_rows
+from detkd.experiments.ablate import GRID, ROWS, TERMS, plan_ablation, run_ablation, select_rows
 
 REPO = Path(__file__).resolve().parents[2]
 SYNTH = REPO / "configs" / "synth"
@@ -44,35 +44,60 @@ def enabled(cfg: DistillConfig) -> set[str]:
 # --- the grid (configs only) -------------------------------------------------------------------
 
 
-def test_rows_switch_the_right_terms_and_keep_other_values(tmp_path: Path) -> None:
-    # the config's own switches must not leak in; its other values (mu, nu, gamma) stay
+def test_paper_rows_pin_the_paper_settings_and_recipe_keeps_the_config(tmp_path: Path) -> None:
+    # the config's own switches and values must not leak into the paper's rows; the recipe row
+    # is the config as it is, a variant the config with its overrides
     plan = grid_plan(tmp_path, "small", "distill.hint.enabled=true", "distill.rcn_reg.bounded=false",
-                     "distill.rcn_cls.mu=0.7", "distill.rpn_reg.nu=0.25", "distill.hint.gamma=0.9", seeds=2)
+                     "distill.rcn_cls.mu=0.7", "distill.rpn_reg.nu=0.25", "distill.hint.gamma=0.9",
+                     "distill.rcn_cls.mode=add", "distill.hint.mask=objects", seeds=2, rows=list(GRID),
+                     variants=[["g2", "distill.hint.gamma=2", "distill.rpn_cls.enabled=false"]])
     cfgs = configs_by_row(plan)
-    assert list(cfgs) == ["baseline", "cls", "cls_w", "l2", "l2_b", "hints_a", "all", "distill"]
+    assert list(cfgs) == ["baseline", "cls", "cls_w", "l2", "l2_b", "hints_a", "all", "pkd", "recipe", "distill", "g2"]
     assert type(cfgs["baseline"]) is Config  # the student alone, no teacher
     expected = {"cls": {"rcn_cls", "rpn_cls"}, "cls_w": {"rcn_cls", "rpn_cls"}, "l2": {"rcn_reg", "rpn_reg"},
-                "l2_b": {"rcn_reg", "rpn_reg"}, "hints_a": {"hint"}, "all": set(TERMS),
+                "l2_b": {"rcn_reg", "rpn_reg"}, "hints_a": {"hint"}, "all": set(TERMS), "pkd": {"hint"},
                 "distill": {"rcn_cls", "rpn_cls", "rcn_reg", "rpn_reg"}}
     for row, terms in expected.items():
         cfg = cfgs[row]
         assert isinstance(cfg, DistillConfig) and enabled(cfg) == terms, row
-        assert (cfg.distill.rcn_cls.mu, cfg.distill.rpn_reg.nu, cfg.distill.hint.gamma) == (0.7, 0.25, 0.9)
+        d = cfg.distill
+        pinned = {"rcn_cls": (d.rcn_cls.mu, d.rcn_cls.mode), "rpn_cls": (d.rpn_cls.mu, d.rpn_cls.mode),
+                  "rcn_reg": d.rcn_reg.nu, "rpn_reg": d.rpn_reg.nu, "hint": (d.hint.gamma, d.hint.mask)}
+        paper = {"rcn_cls": (0.5, "interpolate"), "rpn_cls": (0.5, "interpolate"), "rcn_reg": 0.5, "rpn_reg": 0.5,
+                 "hint": (6.0 if row == "pkd" else 0.5, "none")}
+        assert {t: pinned[t] for t in terms} == {t: paper[t] for t in terms}, row
         assert cfg.teacher.checkpoint == str(tmp_path / "out" / "teacher" / "last.pt")
+    recipe, g2 = cfgs["recipe"].distill, cfgs["g2"].distill
+    assert enabled(cfgs["recipe"]) == set(TERMS) and not recipe.rcn_reg.bounded
+    assert (recipe.rcn_cls.mu, recipe.rcn_cls.mode, recipe.hint.gamma, recipe.hint.mask) == (0.7, "add", 0.9, "objects")
+    assert enabled(cfgs["g2"]) == set(TERMS) - {"rpn_cls"} and (g2.hint.gamma, g2.rcn_cls.mu) == (2.0, 0.7)
     assert [cfgs[r].distill.rcn_cls.bg_weight for r in ("cls", "cls_w", "all", "distill")] == [1.0, 1.5, 1.5, 1.5]
     assert [cfgs[r].distill.rpn_cls.bg_weight for r in ("cls", "cls_w")] == [1.0, 1.5]
     assert all(cfgs[r].distill.rcn_cls.loss == "soft_ce" for r in ("cls", "cls_w", "all"))
     assert [cfgs[r].distill.rcn_reg.bounded for r in ("l2", "l2_b", "all")] == [False, True, True]
     assert [cfgs[r].distill.rpn_reg.bounded for r in ("l2", "l2_b")] == [False, True]
     assert cfgs["hints_a"].distill.hint.adaptation and cfgs["all"].distill.hint.adaptation
+    assert (cfgs["all"].distill.hint.loss, cfgs["pkd"].distill.hint.loss) == ("hint_l2", "pkd")
     seeds = {(c.row, c.seed): runner.cell_config(c.cell, c.run_dir).seed for c in plan.cells}
     assert seeds[("cls_w", 1)] == 1 and seeds[("baseline", 0)] == 0
     run_dirs = {(c.row, c.seed): c.run_dir for c in plan.cells}
     assert run_dirs[("all", 1)] == str(tmp_path / "out" / "all" / "seed1")
     assert all(c.cell.splits == ("train", "test") for c in plan.cells)
-    for row in ROWS.values():  # every row switches all five terms explicitly
+    for row in ROWS.values():  # every paper row switches all five terms explicitly
         switches = [o.split(".")[1] for o in row.overrides() if ".enabled=" in o]
-        assert row.plain or switches == list(TERMS), row.name
+        assert row.plain or row.terms is None or switches == list(TERMS), row.name
+
+
+def test_variants_alone_run_with_the_baseline_and_bad_variants_are_refused(tmp_path: Path) -> None:
+    plan = grid_plan(tmp_path, "small", variants=[["add", "distill.rcn_cls.mode=add"]])
+    assert plan.rows == ["baseline", "add"]
+    assert select_rows(["all"], variants=["v"]) == ["baseline", "all", "v"]
+    for bad, match in ((["distill.hint.gamma=2"], "give a row name first"), (["all", "x=1"], "must be new"),
+                       (["v", "gamma"], "is not KEY=VALUE")):
+        with pytest.raises(DetkdError, match=match):
+            grid_plan(tmp_path, "small", variants=[bad])
+    with pytest.raises(DetkdError, match="unknown key 'distill.hint.gama'"):
+        grid_plan(tmp_path, "small", variants=[["v", "distill.hint.gama=2"]])
 
 
 def test_hints_without_adaptation_need_equal_fpn_channels(tmp_path: Path) -> None:
@@ -178,12 +203,33 @@ def test_toy_ablation_writes_every_output(toy: dict) -> None:
                      table4, re.M), table4
     assert "| hints | Hints: FPN hints without adaptation layers | n/a (channels differ: 64 vs 128) |" in table4
     table5 = (out / "table5.md").read_text()
-    assert re.search(r"^\| baseline \| \d+\.\d ± \d+\.\d \| \d+\.\d ± \d+\.\d \| \+0\.0 \| \+0\.0 \| 1/1 \|$", table5, re.M)
+    assert re.search(r"^\| baseline \| \d+\.\d ± \d+\.\d \| \d+\.\d ± \d+\.\d \| \+0\.0 \| \+0\.0 \|  \|  \| 1/1 \|$",
+                     table5, re.M), table5
+    paired = summary["rows"]["cls_w"]["paired"]["ap50"]["test"]  # one seed: the difference, no interval
+    cells = {c["row"]: c for c in summary["cells"]}
+    assert paired["n"] == 1 and paired["low"] is None
+    assert paired["mean"] == pytest.approx(cells["cls_w"]["ap50"]["test"] - cells["baseline"]["ap50"]["test"])
     image = mpimg.imread(out / "ablation.png")
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0.01
     assert any(line.startswith("[cell 2/3] baseline seed 0 (elapsed") for line in toy["log"])
     assert any("teacher: teacher.checkpoint" in line and "not found: training the teacher" in line
                for line in toy["log"])
+
+
+def test_paired_gain_and_interval_on_known_numbers() -> None:
+    def cell(seed: int, test: float | None) -> dict:
+        return {"seed": seed, "ap50": {"train": None, "test": test}, "map": {"train": None, "test": test}}
+
+    baseline = [cell(0, 0.50), cell(1, 0.60), cell(2, 0.55), cell(3, 0.70)]
+    row = [cell(0, 0.53), cell(1, 0.61), cell(2, 0.60)]  # seed 3 unfinished: 3 pairs
+    out = ablate.paired_summary(row, baseline)["ap50"]["test"]
+    diffs = [0.03, 0.01, 0.05]  # mean 0.03, sample std 0.02; t(0.975, 2) = 4.3027
+    half = 4.302653 * 0.02 / 3 ** 0.5
+    assert out["n"] == 3 and out["mean"] == pytest.approx(sum(diffs) / 3)
+    assert (out["low"], out["high"]) == (pytest.approx(0.03 - half, abs=1e-6), pytest.approx(0.03 + half, abs=1e-6))
+    assert ablate.paired_summary(row, baseline)["ap50"]["train"] == {"mean": None, "low": None, "high": None, "n": 0}
+    record = {"row": "x", "paired_gain": 0.03, "ci95_low": 0.03 - half, "ci95_high": 0.03 + half}
+    assert ablate.paired_cell(record) == "+3.0 [-2.0, +8.0]"
 
 
 def test_csv_numbers_equal_the_json_numbers(toy: dict) -> None:
@@ -198,6 +244,8 @@ def test_csv_numbers_equal_the_json_numbers(toy: dict) -> None:
         assert float(t4[name]["map_mean"]) == row["map"]["test"]["mean"]
         assert float(t4[name]["ap50_std"]) == row["ap50"]["test"]["std"] == 0.0
         assert float(t4[name]["gain_ap50"]) == row["gain_ap50"]["test"]
+    assert float(t4["cls_w"]["paired_gain"]) == summary["rows"]["cls_w"]["paired"]["ap50"]["test"]["mean"]
+    assert t4["cls_w"]["ci95_low"] == t4["cls_w"]["ci95_high"] == ""  # one seed: no interval
     assert float(t5["baseline"]["train_ap50_mean"]) == summary["rows"]["baseline"]["ap50"]["train"]["mean"]
     assert t4["hints"]["ap50_mean"] == "" and t4["hints"]["note"] == "n/a (channels differ: 64 vs 128)"
     cls_w = summary["cells"][1]
