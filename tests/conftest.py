@@ -3,14 +3,83 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
 
+from detkd.config import Config, load_config
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DETKD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SYNTH_IMAGES = 15
+STUDENT_SMALL = REPO / "configs" / "synth" / "student_small.yaml"
+# The tiny preset overfitting 8 embedded images (tests/engine/test_learning.py checks AP50 >= 0.9
+# on them): AdamW with a short warmup and cosine decay, no augmentation, 160 iterations of batch 2.
+LEARN_EPOCHS = 40
+LEARN = ("data.train_split=first8", "data.test_split=first8", "data.augment.hflip=0", f"train.epochs={LEARN_EPOCHS}",
+         "train.batch_size=2", "train.lr=3e-3", "train.warmup_iters=20", f"train.eval_every={LEARN_EPOCHS}",
+         "train.log_every=20")
+
+
+def synth_overrides(root: Path) -> list[str]:
+    """Overrides that point a synth config at the generated copy of :func:`synth_root`."""
+    return [f"data.root={root}", f"data.synth.images={SYNTH_IMAGES}", "data.synth.seed=0",
+            "data.synth.profile=standard", "data.num_workers=0", "device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """15 images of the embedded dataset: 12 train, 3 test (an odd number, for sharding over 2
+    ranks), and a split ``first8`` of the first 8 training images."""
+    from detkd.data.synth import ensure_synth
+
+    root = Path(ensure_synth(str(tmp_path_factory.mktemp("synth")), SYNTH_IMAGES, 0))
+    main = root / "voc" / "ImageSets" / "Main"
+    train = (main / "train.txt").read_text().split()
+    (main / "first8.txt").write_text("\n".join(train[:8]) + "\n")
+    return root
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    """``make_config(synth_root, *overrides)``: configs/synth/student_small.yaml (the ``tiny``
+    preset) on that data, CPU, no loader workers, writing to ``tmp_path / "run"``."""
+
+    def make(root: Path, *overrides: str, base: Path = STUDENT_SMALL) -> Config:
+        return load_config(base, [f"output_dir={tmp_path / 'run'}", *synth_overrides(root), *overrides])
+
+    return make
+
+
+@dataclass(frozen=True)
+class TrainedTiny:
+    """The test suite's trained detector: its config file, ``last.pt`` and training summary."""
+
+    config: Path
+    checkpoint: Path
+    summary: dict
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedTiny:
+    """The ``tiny`` preset trained (:data:`LEARN`) on the 8 ``first8`` images, once a session: the
+    learning test's subject and the doctor's competent teacher."""
+    from detkd.config import save_config
+    from detkd.engine.trainer import train
+
+    folder = tmp_path_factory.mktemp("trained_tiny")
+    cfg = load_config(STUDENT_SMALL, [f"output_dir={folder / 'run'}", *synth_overrides(synth_root), *LEARN])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        summary = train(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    save_config(cfg, folder / "config.yaml")
+    return TrainedTiny(folder / "config.yaml", folder / "run" / "last.pt", summary)
 
 
 def shared_path(*parts: str) -> Path:

@@ -50,6 +50,11 @@ class MetricLogger:
             for key, value in record.items():
                 if key not in ("type", "step", "epoch", "iter", "time") and isinstance(value, (int, float)):
                     self.writer.add_scalar(f"train/{key}", value, step)
+        elif record["type"] == "grad_share":
+            for term, shares in record["shares"].items():
+                for module, value in shares.items():
+                    if value is not None:
+                        self.writer.add_scalar(f"grad_share/{module}/{term}", value, step)
         else:
             for family, values in record.get("metrics", {}).items():
                 for key, value in (values.items() if isinstance(values, dict) else []):

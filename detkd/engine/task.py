@@ -32,6 +32,9 @@ class TrainTask(Protocol):
         detector: the detector evaluated and saved as ``model`` in checkpoints (may be ``module``).
         loss_weights: the weight of each loss term ``step`` returns (a missing term weighs 1).
         find_unused_parameters: passed to DDP (optional attribute, default False).
+
+    Optionally ``pop_records() -> list[dict]``: extra records (e.g. the distillation task's
+    gradient shares) that the trainer writes to ``metrics.jsonl`` after each step.
     """
 
     module: nn.Module
