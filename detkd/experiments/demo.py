@@ -2,15 +2,20 @@
 
 The steps, each resumable (a killed demo started again skips what is done):
 
-1. ``train``: the five models of a config folder, in this order, as cells
-   (:mod:`detkd.experiments.runner`): ``teacher`` (``teacher.yaml``), ``student_small``
-   (``student_small.yaml``: a smaller architecture), ``student_small_kd`` (``distill_small.yaml``:
-   the same student distilled from the teacher just trained), ``student_lowres``
+1. ``teacher``: where the students learn from (:func:`choose_teacher`): a checkpoint given with
+   ``--teacher``; the bundled teacher (:mod:`detkd.experiments.bundled`, checked before use)
+   when the folder's ``teacher.yaml`` is the model it was trained as (``configs/synth``); else
+   ``teacher.yaml`` trained here (``--train-teacher`` forces it).
+2. ``train``: the models of a config folder, in this order, as cells
+   (:mod:`detkd.experiments.runner`): ``teacher`` (scored; trained first when it is not given),
+   ``student_small`` (``student_small.yaml``: a smaller architecture), ``student_small_kd``
+   (``distill_small.yaml``: the same student distilled from the teacher), ``student_lowres``
    (``student_lowres.yaml``: the teacher's architecture at a lower input resolution) and
-   ``student_lowres_kd`` (``distill_lowres.yaml``). Every model is scored on the test split
-   from its last checkpoint.
-2. ``bench``: latency, FLOPs and parameters of the five trained models (:mod:`detkd.bench`).
-3. ``report``: ``report.md``, the figures and ``summary.json`` (:mod:`detkd.experiments.report`).
+   ``student_lowres_kd`` (``distill_lowres.yaml``). Every model is scored on the test split of
+   the students' data (``student_small.yaml``'s) from its last checkpoint.
+3. ``bench``: latency, FLOPs and parameters of the five models, timed in interleaved rounds
+   (:mod:`detkd.bench`); ``doctor``: the doctor's measurements of each distilled student.
+4. ``report``: ``report.md``, the figures and ``summary.json`` (:mod:`detkd.experiments.report`).
 
 Run folders go to ``OUT/runs/<model>``, the report to ``OUT``.
 """
@@ -42,14 +47,30 @@ class DemoModel:
 
 
 MODELS: tuple[DemoModel, ...] = (
-    DemoModel("teacher", "teacher.yaml", None, 0.38),
+    DemoModel("teacher", "teacher.yaml", None, 0.40),  # when it is trained here
     DemoModel("student_small", "student_small.yaml", None, 0.10),
-    DemoModel("student_small_kd", "distill_small.yaml", "student_small", 0.15),
-    DemoModel("student_lowres", "student_lowres.yaml", None, 0.16),
-    DemoModel("student_lowres_kd", "distill_lowres.yaml", "student_lowres", 0.19),
+    DemoModel("student_small_kd", "distill_small.yaml", "student_small", 0.18),
+    DemoModel("student_lowres", "student_lowres.yaml", None, 0.10),
+    DemoModel("student_lowres_kd", "distill_lowres.yaml", "student_lowres", 0.18),
 )
-BENCH_SHARE = 0.015  # what is left (0.005) is the report; shares as measured on configs/synth
+SCORED_TEACHER_SHARE = 0.01  # a teacher that is only scored
+BENCH_SHARE = 0.02  # bench and doctor; what is left (0.02) is the report
 DEFAULT_DATA = "configs/synth"
+DOCTOR_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class TeacherChoice:
+    """Where the students learn from: ``source`` is ``bundled``, ``trained`` or the given path;
+    ``checkpoint`` the file; ``note`` what the log says about it."""
+
+    source: str
+    checkpoint: str
+    note: str
+
+    @property
+    def trained_here(self) -> bool:
+        return self.source == "trained"
 
 
 class StageClock:
@@ -91,43 +112,108 @@ def config_paths(config_dir: str) -> dict[str, str]:
     return paths
 
 
-def demo_cells(config_dir: str, out_dir: str, seed: int) -> list[tuple[Cell, str]]:
-    """The five cells and their run folders; the distilled ones learn from this demo's teacher."""
+def choose_teacher(config_dir: str, out_dir: str, teacher: str | None = None,
+                   train_teacher: bool = False) -> TeacherChoice:
+    """The teacher of the demo (see the module docstring); a damaged bundled teacher is an error
+    that names the file and how to rebuild it."""
+    from detkd.config import load_config
+    from detkd.experiments.bundled import bundled_teacher, fits
+
+    own = os.path.join(out_dir, "runs", "teacher", "last.pt")
+    if teacher and train_teacher:
+        raise DetkdError("--teacher and --train-teacher: give one (a checkpoint to learn from, or train it here)")
+    if teacher:
+        if not os.path.isfile(teacher):
+            raise DetkdError(f"{teacher}: --teacher checkpoint not found")
+        return TeacherChoice(teacher, teacher, f"teacher: {teacher} (--teacher), scored, not trained")
+    if train_teacher:
+        return TeacherChoice("trained", own, "teacher: trained here from teacher.yaml (--train-teacher)")
+    cfg = load_config(config_paths(config_dir)["teacher"])
+    if cfg.data.format != "synth":
+        return TeacherChoice("trained", own, f"teacher: no bundled teacher for {cfg.data.format} data: "
+                             "trained here from teacher.yaml (or give one with --teacher CKPT)")
+    bundled = bundled_teacher()
+    why = fits(bundled, cfg)
+    if why is not None:
+        return TeacherChoice("trained", own, f"teacher: the bundled one does not fit {config_dir}/teacher.yaml "
+                             f"({why}): trained here")
+    return TeacherChoice("bundled", bundled.path, f"teacher: the bundled one ({bundled.path}, SHA-256 checked, "
+                         f"AP50 {100 * bundled.test_ap50:.1f} on the demo's test split): not trained "
+                         "(--train-teacher trains it again)")
+
+
+def demo_cells(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice) -> list[tuple[Cell, str]]:
+    """The five cells and their run folders; the distilled ones learn from ``teacher``; every one
+    is scored on the students' data."""
     paths = config_paths(config_dir)
-    teacher_ckpt = os.path.join(out_dir, "runs", "teacher", "last.pt")
+    scored_on = paths["student_small"]
     cells = []
     for model in MODELS:
+        run_dir = os.path.join(out_dir, "runs", model.name)
+        if model.name == "teacher" and not teacher.trained_here:
+            cells.append((Cell(model.name, paths[model.name], (), checkpoint=teacher.checkpoint,
+                               score_data=scored_on), run_dir))
+            continue
         overrides = [f"seed={seed}"]
         if model.baseline is not None:
-            overrides.append(f"teacher.checkpoint={teacher_ckpt}")
-        cells.append((Cell(model.name, paths[model.name], tuple(overrides)), os.path.join(out_dir, "runs", model.name)))
+            overrides.append(f"teacher.checkpoint={teacher.checkpoint}")
+        cells.append((Cell(model.name, paths[model.name], tuple(overrides), score_data=scored_on), run_dir))
     return cells
 
 
-def train_models(config_dir: str, out_dir: str, seed: int, clock: StageClock) -> dict[str, CellResult]:
+def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice,
+                 clock: StageClock) -> dict[str, CellResult]:
     """Train and score the five models (each skipped when done, resumed when killed)."""
     results = {}
-    for cell, run_dir in demo_cells(config_dir, out_dir, seed):
-        clock.begin(f"train and evaluate {cell.name} ({cell.config})")
+    for cell, run_dir in demo_cells(config_dir, out_dir, seed, teacher):
+        action = "evaluate" if cell.checkpoint else "train and evaluate"
+        clock.begin(f"{action} {cell.name} ({cell.checkpoint or cell.config})")
         results[cell.name] = run_cell(cell, run_dir)
         clock.end()
     return results
 
 
-def run_demo(config_dir: str = DEFAULT_DATA, out_dir: str | None = None, seed: int = 0) -> dict:
+def run_demo(config_dir: str = DEFAULT_DATA, out_dir: str | None = None, seed: int = 0,
+             teacher: str | None = None, train_teacher: bool = False) -> dict:
     """The whole demo; -> the content of ``summary.json``."""
     from detkd.experiments.report import bench_models, write_report
 
     out_dir = out_dir or default_out_dir(config_dir, seed)
-    clock = StageClock([*(m.share for m in MODELS), BENCH_SHARE, 1.0 - BENCH_SHARE - sum(m.share for m in MODELS)])
-    results = train_models(config_dir, out_dir, seed, clock)
-    clock.begin("benchmark the five models (latency, FLOPs, parameters)")
+    choice = choose_teacher(config_dir, out_dir, teacher, train_teacher)
+    log.info("%s", choice.note)
+    shares = [m.share if m.name != "teacher" or choice.trained_here else SCORED_TEACHER_SHARE for m in MODELS]
+    clock = StageClock([*shares, BENCH_SHARE, BENCH_SHARE])
+    results = train_models(config_dir, out_dir, seed, choice, clock)
+    clock.begin("benchmark the five models (interleaved rounds) and run the doctor on the distilled students")
     rows = bench_models(results, config_paths(config_dir))
+    doctor = doctor_reports(config_dir, results, choice)
     clock.end()
     clock.begin("write the report")
-    summary = write_report(out_dir, config_dir, seed, results, rows, wall_s=clock.elapsed() + reused_seconds(results))
+    summary = write_report(out_dir, config_dir, seed, results, rows, wall_s=clock.elapsed() + reused_seconds(results),
+                           models=[m.name for m in MODELS], baselines=baselines(), teacher_source=choice.source,
+                           doctor=doctor)
     clock.end()
     return summary
+
+
+def baselines() -> dict[str, str]:
+    """``{distilled model: its baseline}``."""
+    return {m.name: m.baseline for m in MODELS if m.baseline is not None}
+
+
+def doctor_reports(config_dir: str, results: dict[str, CellResult], teacher: TeacherChoice) -> dict[str, dict]:
+    """``detkd doctor`` of each distilled student at its last checkpoint (:data:`DOCTOR_BATCHES`
+    batches): ``{model: report}``."""
+    from detkd.config import DistillConfig, load_config
+    from detkd.doctor.run import run_doctor
+
+    paths, out = config_paths(config_dir), {}
+    for model in MODELS:
+        if model.baseline is None:
+            continue
+        cfg = load_config(paths[model.name], [f"teacher.checkpoint={teacher.checkpoint}"], schema=DistillConfig)
+        out[model.name] = run_doctor(cfg, DOCTOR_BATCHES, student=results[model.name].checkpoint)
+    return out
 
 
 def reused_seconds(results: dict[str, CellResult]) -> float:

@@ -3,10 +3,13 @@ their benchmark rows.
 
 ``summary.json`` holds, per model (``teacher``, ``student_small``, ``student_small_kd``,
 ``student_lowres``, ``student_lowres_kd``), its ``ap50`` (VOC all-point AP at IoU 0.5),
-``map`` (COCO AP@[.5:.95]), ``latency_ms`` (median, batch 1), ``gflops`` and ``params``; the
-distilled ones also ``gain_ap50`` (over their baseline) and ``gap_closed`` (the share of the
-teacher-baseline AP50 gap closed, :func:`detkd.experiments.stats.gap_closed`); and ``wall_s``,
-the demo's own wall time.
+``map`` (COCO AP@[.5:.95]), ``latency_ms`` (median over interleaved rounds, batch 1) with
+``latency_ms_iqr``, ``speedup`` over the teacher (median of the per-round ratios) with
+``speedup_iqr``, ``gflops`` and ``params``; the distilled ones also ``gain_ap50`` (over their
+baseline) and ``gap_closed`` (the share of the teacher-baseline AP50 gap closed,
+:func:`detkd.experiments.stats.gap_closed`); then ``wall_s``, the demo's own wall time, and
+``teacher_source``: ``bundled``, ``trained`` or the checkpoint given. The model list and which
+model is whose baseline come from the caller (:mod:`detkd.experiments.demo`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from detkd.experiments.stats import gain, gap_closed
 from detkd.utils.io import atomic_write
 
 DETECTION_IMAGES, DETECTION_SCORE = 3, 0.3  # the detections figure
-BASELINE_OF = {"student_small_kd": "student_small", "student_lowres_kd": "student_lowres"}
 
 
 def model_summary(result: CellResult, bench: Mapping[str, Any]) -> dict[str, Any]:
@@ -30,6 +32,10 @@ def model_summary(result: CellResult, bench: Mapping[str, Any]) -> dict[str, Any
         "ap50": result.metric(AP50_METRIC),
         "map": result.metric(MAP_METRIC),
         "latency_ms": bench.get("latency_ms"),
+        "latency_ms_iqr": bench.get("latency_ms_iqr"),
+        "speedup": bench.get("speedup"),
+        "speedup_iqr": bench.get("speedup_iqr"),
+        "noisy": bench.get("noisy"),
         "gflops": bench.get("gflops"),
         "params": bench.get("params"),
         "min_size": bench.get("min_size"),
@@ -38,21 +44,20 @@ def model_summary(result: CellResult, bench: Mapping[str, Any]) -> dict[str, Any
 
 
 def build_summary(results: Mapping[str, CellResult], bench: Mapping[str, Mapping[str, Any]],
-                  wall_s: float) -> dict[str, Any]:
-    """``summary.json``: per model its scores and speed; gains and gap closed for the ``_kd`` ones."""
+                  wall_s: float, baselines: Mapping[str, str], teacher_source: str = "trained") -> dict[str, Any]:
+    """``summary.json``: per model its scores and speed; gains and gap closed for the distilled
+    ones (``baselines``: ``{distilled: baseline}``)."""
     summary: dict[str, Any] = {name: model_summary(result, bench.get(name, {})) for name, result in results.items()}
     teacher = summary.get("teacher", {})
-    for name, base_name in BASELINE_OF.items():
+    for name, base_name in baselines.items():
         if name not in summary or base_name not in summary:
             continue
         entry, base = summary[name], summary[base_name]
         entry["gain_ap50"] = gain(entry["ap50"], base["ap50"])
         entry["gap_closed"] = gap_closed(entry["ap50"], base["ap50"], teacher.get("ap50"))
-    for entry in summary.values():
-        if teacher.get("latency_ms") and entry.get("latency_ms"):
-            entry["speedup"] = teacher["latency_ms"] / entry["latency_ms"]
     summary["wall_s"] = round(wall_s, 1)
     summary["resumed"] = any(r.reused for r in results.values())
+    summary["teacher_source"] = teacher_source
     return summary
 
 
@@ -64,30 +69,32 @@ def write_summary(out_dir: str, summary: Mapping[str, Any]) -> str:
     return path
 
 
-def bench_models(results: Mapping[str, CellResult], configs: Mapping[str, str],
-                 runs: int = 10) -> dict[str, dict[str, Any]]:
-    """Latency, FLOPs and parameters of each trained model (its own proposal counts), one
-    process, one after the other: ``{name: bench row as a dict}``."""
+def bench_models(results: Mapping[str, CellResult], configs: Mapping[str, str], rounds: int = 7,
+                 runs: int = 3) -> dict[str, dict[str, Any]]:
+    """Latency, FLOPs and parameters of each trained model (its own proposal counts), all timed
+    together in interleaved rounds, speed-ups against the first (the teacher):
+    ``{name: bench row as a dict}``."""
     from detkd.bench.report import row_dict
-    from detkd.bench.runner import BenchOptions, bench_model
+    from detkd.bench.runner import BenchOptions, BenchTarget, Entry, bench_entries
     from detkd.config import load_any_config
 
-    options = BenchOptions(runs=runs, warmup=2, batch_runs=2)
-    rows = {}
-    for name, result in results.items():
-        model_cfg = load_any_config(configs[name]).model
-        row = bench_model(model_cfg, None, name, checkpoint=result.checkpoint, options=options, config=configs[name])
-        rows[name] = row_dict(row)
-    return rows
+    options = BenchOptions(runs=runs, rounds=rounds, warmup=2, batch_runs=2)
+    entries = [Entry(BenchTarget(name, configs[name], load_any_config(configs[name]).model, None, result.checkpoint),
+                     None, 0) for name, result in results.items()]
+    report = bench_entries(entries, options)
+    return {row.name: row_dict(row) for row in report.rows}
 
 
 def write_report(out_dir: str, config_dir: str, seed: int, results: Mapping[str, CellResult],
-                 bench: Mapping[str, Mapping[str, Any]], wall_s: float) -> dict[str, Any]:
-    """``summary.json``, the figures and ``report.md`` in ``out_dir``; -> the summary."""
-    summary = build_summary(results, bench, wall_s)
+                 bench: Mapping[str, Mapping[str, Any]], wall_s: float, models: Sequence[str],
+                 baselines: Mapping[str, str], teacher_source: str = "trained",
+                 doctor: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """``summary.json``, the figures and ``report.md`` in ``out_dir``; -> the summary. ``models``:
+    the order of the tables; ``doctor``: ``detkd doctor`` reports of the distilled models."""
+    summary = build_summary(results, bench, wall_s, baselines, teacher_source)
     write_summary(out_dir, summary)
     figures = draw_figures(out_dir, config_dir, results, summary)
-    text = report_markdown(config_dir, seed, results, summary, bench, figures)
+    text = report_markdown(config_dir, seed, results, summary, bench, figures, models, baselines, doctor or {})
     with atomic_write(os.path.join(out_dir, "report.md")) as f:
         f.write(text)
     return summary
@@ -145,9 +152,10 @@ def _num(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
-def summary_table(summary: Mapping[str, Any], models: Sequence[str]) -> str:
-    """The markdown table the demo ends with: accuracy, speed and what distillation won."""
-    lines = ["| model | AP50 | mAP | latency ms | speed-up | GFLOPs | params (M) | AP50 gain | gap closed |",
+def summary_table(summary: Mapping[str, Any], models: Sequence[str], baselines: Mapping[str, str]) -> str:
+    """The markdown table the demo ends with: accuracy, speed (with its spread over rounds) and
+    what distillation won, then a line per distilled student."""
+    lines = ["| model | AP50 | mAP | latency ms (IQR) | speed-up (IQR) | GFLOPs | params (M) | AP50 gain | gap closed |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for m in models:
         e = summary.get(m)
@@ -155,10 +163,22 @@ def summary_table(summary: Mapping[str, Any], models: Sequence[str]) -> str:
             continue
         gain_text = "-" if e.get("gain_ap50") is None else f"{100 * e['gain_ap50']:+.1f}"
         params = None if e.get("params") is None else e["params"] / 1e6
-        lines.append(f"| {m} | {_pct(e['ap50'])} | {_pct(e['map'])} | {_num(e.get('latency_ms'), '.1f')} | "
-                     f"{_num(e.get('speedup'), '.2f')}x | {_num(e.get('gflops'), '.2f')} | {_num(params, '.2f')} | "
+        noisy = " (noisy: machine busy?)" if e.get("noisy") else ""
+        lines.append(f"| {m} | {_pct(e['ap50'])} | {_pct(e['map'])} | {_num(e.get('latency_ms'), '.1f')} "
+                     f"({_num(e.get('latency_ms_iqr'), '.1f')}){noisy} | {_num(e.get('speedup'), '.2f')}x "
+                     f"({_num(e.get('speedup_iqr'), '.2f')}) | {_num(e.get('gflops'), '.2f')} | {_num(params, '.2f')} | "
                      f"{gain_text} | {_pct(e.get('gap_closed'))}{'%' if e.get('gap_closed') is not None else ''} |")
-    return "\n".join(lines)
+    lines += ["", *[distillation_line(summary, m, baselines[m]) for m in models if m in baselines and m in summary]]
+    return "\n".join(lines).rstrip()
+
+
+def distillation_line(summary: Mapping[str, Any], model: str, baseline: str) -> str:
+    """``student_small_kd: distillation +4.1 AP50 (12.0 -> 16.1), 15 % of the gap, 2.9x faster than the teacher``."""
+    e, b = summary[model], summary.get(baseline, {})
+    gain_text = "-" if e.get("gain_ap50") is None else f"{100 * e['gain_ap50']:+.1f}"
+    gap = "-" if e.get("gap_closed") is None else f"{100 * e['gap_closed']:.0f} %"
+    return (f"- {model}: distillation {gain_text} AP50 ({_pct(b.get('ap50'))} -> {_pct(e.get('ap50'))}), {gap} of "
+            f"the gap to the teacher, {_num(e.get('speedup'), '.1f')}x faster than the teacher")
 
 
 def per_class_table(results: Mapping[str, CellResult]) -> str:
@@ -171,30 +191,55 @@ def per_class_table(results: Mapping[str, CellResult]) -> str:
     return "\n".join(lines)
 
 
+def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """``detkd doctor`` on each distilled student (its last checkpoint): teacher, terms, verdicts."""
+    if not doctor:
+        return []
+    from detkd.doctor.report import terms_table
+
+    lines = ["## The doctor on the distilled students", "",
+             "`detkd doctor` at each distilled student's last checkpoint: how well the teacher does on the "
+             "training images, and each term's share of the gradient per module.", ""]
+    for model, report in doctor.items():
+        t = report["teacher"]
+        lines += [f"### {model}", "",
+                  f"Teacher on {report['images']} training images: AP50 {_pct(t['ap50'])}, positive RoIs right "
+                  f"{_pct(t['pos_acc'])} (P(true) {_num(t['pos_p_true'], '.2f')}), RPN AUC {_num(t['rpn_separation'], '.3f')}; "
+                  f"{report['alignment']['pairing']}.", "", *terms_table(report["terms"]), "",
+                  *[f"- {v['status']}: {v['message']}" for v in report["verdicts"] if v["status"] in ("warn", "bad")], ""]
+    return lines
+
+
 def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult], summary: Mapping[str, Any],
-                    bench: Mapping[str, Mapping[str, Any]], figures: Mapping[str, str]) -> str:
+                    bench: Mapping[str, Mapping[str, Any]], figures: Mapping[str, str], models: Sequence[str],
+                    baselines: Mapping[str, str], doctor: Mapping[str, Mapping[str, Any]]) -> str:
     """``report.md``: what ran, the tables, the figures, how to run it again."""
     import torch
 
-    from detkd.experiments.demo import MODELS
-
     teacher_bench = bench.get("teacher", {})
+    source = {"bundled": "the bundled teacher (detkd/assets/demo_teacher.pt), not trained here",
+              "trained": "trained here from teacher.yaml"}.get(summary["teacher_source"], f"`{summary['teacher_source']}`")
     parts = [
         f"# detkd demo: `{config_dir}`, seed {seed}",
         "",
         f"Wall time {summary['wall_s']:.0f} s{' (over several runs: resumed)' if summary['resumed'] else ''} "
         f"with {torch.get_num_threads()} CPU thread(s) (torch {torch.__version__}); "
         f"reproduce with `detkd demo --data {config_dir} --seed {seed}`.",
+        f"Teacher: {source}.",
         "AP50: PASCAL VOC all-point AP at IoU 0.5; mAP: COCO AP@[.5:.95] (pycocotools); both on the "
-        "test split, from each model's last checkpoint. Latency: median of a batch-1 forward on "
-        f"{teacher_bench.get('device', 'cpu')}, each model at its own input size, with its own "
-        "proposal counts. Gain and gap closed: the distilled student against its baseline; "
-        "gap closed = (distilled - baseline) / (teacher - baseline) in AP50.",
+        "students' test split, from each model's last checkpoint. Latency: batch 1 on "
+        f"{teacher_bench.get('device', 'cpu')} with {teacher_bench.get('threads', '-')} thread(s), each model at its "
+        f"own input size with its own proposal counts, {teacher_bench.get('warmup', '-')} warm-up runs, then "
+        f"{teacher_bench.get('rounds', '-')} interleaved rounds of {teacher_bench.get('runs', '-')} runs (every model "
+        "once a round, order rotated): the median over rounds and its interquartile range; a speed-up is the "
+        "median over rounds of the per-round ratio to the teacher. Gain and gap closed: the distilled "
+        "student against its baseline; gap closed = (distilled - baseline) / (teacher - baseline) in AP50.",
         "",
         "## Summary",
         "",
-        summary_table(summary, [m.name for m in MODELS]),
+        summary_table(summary, models, baselines),
         "",
+        *doctor_section(doctor),
         "## Models",
         "",
         "| model | config | input | train time |",

@@ -65,12 +65,13 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     assert "student_lowres_kd" in printed and "report.md" in printed
 
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["wall_s"] > 0
+    assert summary["wall_s"] > 0 and summary["teacher_source"] == "trained"  # no bundled teacher fits the toy one
     for model in MODELS:
         entry = summary[model.name]
         assert all(entry[k] is not None for k in MODEL_KEYS), (model.name, entry)
         assert 0.0 <= entry["ap50"] <= 1.0 and 0.0 <= entry["map"] <= entry["ap50"] + 1e-9
         assert entry["latency_ms"] > 0 and entry["gflops"] > 0 and entry["params"] > 0
+        assert entry["latency_ms_iqr"] >= 0 and entry["speedup"] > 0 and entry["speedup_iqr"] >= 0
         if model.baseline:
             assert all(k in entry for k in KD_KEYS)
             assert entry["gain_ap50"] == pytest.approx(entry["ap50"] - summary[model.baseline]["ap50"])
@@ -80,8 +81,10 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     assert summary["student_lowres"]["gflops"] < summary["teacher"]["gflops"]
 
     report = (out / "report.md").read_text()
-    for needle in ("## Summary", "## AP50 per class", "speed_accuracy.png", "training_curves.png", "detections.png"):
+    for needle in ("## Summary", "## AP50 per class", "speed_accuracy.png", "training_curves.png", "detections.png",
+                   "## The doctor on the distilled students", "### student_lowres_kd", "interleaved rounds"):
         assert needle in report
+    assert "- student_small_kd: distillation" in printed and "faster than the teacher" in printed
     assert report.count("| student_") >= 4
     for png in ("speed_accuracy.png", "per_class_ap.png", "training_curves.png", "detections.png"):
         assert is_informative_png(str(out / png)), png
@@ -93,6 +96,31 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     assert main(["demo", "--data", str(folder), "--out", str(out)]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["teacher"]["ap50"] == summary["teacher"]["ap50"]
+
+
+def test_a_given_or_bundled_teacher_is_scored_not_trained(tmp_path: Path, monkeypatch) -> None:
+    from detkd.experiments import bundled, demo
+
+    folder = write_toy_configs(tmp_path)
+    trained = tmp_path / "first"
+    assert main(["demo", "--data", str(folder), "--out", str(trained)]) == 0
+    teacher = trained / "runs" / "teacher" / "last.pt"
+    calls = []
+    real_train = runner.train_cell
+    monkeypatch.setattr(runner, "train_cell", lambda cfg: calls.append(cfg.output_dir) or real_train(cfg))
+    assert main(["demo", "--data", str(folder), "--out", str(tmp_path / "given"), "--teacher", str(teacher)]) == 0
+    given = json.loads((tmp_path / "given" / "summary.json").read_text())
+    assert given["teacher_source"] == str(teacher) and not any("teacher" in c for c in calls)
+    assert given["teacher"]["ap50"] == json.loads((trained / "summary.json").read_text())["teacher"]["ap50"]
+    # the same teacher as a bundled asset: found, checked, and used without training
+    assets = tmp_path / "assets"
+    bundled.write_bundled(str(teacher), assets, "detkd train toy/teacher.yaml", {"split": "test", "ap50": 0.0})
+    monkeypatch.setattr(bundled, "ASSET_DIR", assets)
+    choice = demo.choose_teacher(str(folder), str(tmp_path / "b"))
+    assert choice.source == "bundled" and choice.checkpoint == str(assets / bundled.TEACHER_FILE)
+    assert demo.choose_teacher(str(folder), str(tmp_path / "b"), train_teacher=True).source == "trained"
+    with pytest.raises(DetkdError, match="give one"):
+        demo.choose_teacher(str(folder), str(tmp_path / "b"), teacher=str(teacher), train_teacher=True)
 
 
 def test_a_folder_without_the_five_configs_is_an_error_naming_what_is_missing(tmp_path: Path) -> None:
