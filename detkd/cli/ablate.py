@@ -42,7 +42,7 @@ over seeds of (row - baseline) at the same seed, with its 95 % Student-t interva
 the teacher: teacher.checkpoint of CONFIG when that file exists (scored only, in OUT/teacher);
 otherwise it is trained first from teacher.config (OUT/teacher, seed 0) and every student
 learns from OUT/teacher/last.pt. KEY=VALUE arguments after the options apply to every cell
-(the teacher's: all but model.*, distill.* and teacher.*, which are the student's).
+(the teacher's: all but model.*, student.*, distill.* and teacher.*, which are the student's).
 
 resumable: every row and seed is a run in OUT/<row>/seed<S>. A finished one (cell.json) is
 read back, a killed one resumes from its last.pt; start the same command again to go on.

@@ -52,7 +52,7 @@ DEFAULT_SEEDS = 5  # paired differences over 5 seeds: the least the experiments 
 HINTON_T = 4.0  # Hinton KD's temperature (hinton_kd's default); T = 1 would make it CLS
 PLAN_FILE = "plan.json"
 OUTPUT_FILES = ("table4.md", "table4.csv", "table5.md", "table5.csv", "ablation.png", "ablation.json")
-TEACHER_ONLY_PREFIXES = ("distill.", "teacher.", "model.")  # overrides of the student, not the teacher
+STUDENT_ONLY_PREFIXES = ("distill.", "teacher.", "model.", "student.")  # overrides of the student, not the teacher
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ def plan_ablation(config: str, seeds: int = DEFAULT_SEEDS, out_dir: str | None =
                   overrides: Sequence[str] = (), variants: Sequence[Sequence[str]] = ()) -> AblationPlan:
     """The cells of the grid for the distillation ``config`` (checked, nothing trained yet).
 
-    ``overrides`` (KEY=VALUE) apply to every cell (the teacher's: all but ``model.``,
+    ``overrides`` (KEY=VALUE) apply to every cell (the teacher's: all but ``model.``, ``student.``,
     ``distill.`` and ``teacher.`` keys, which are the student's); a paper row's own settings win
     over them. ``split`` scores on that split instead of the config's test split
     (``data.test_split=NAME``). ``variants``: ``[NAME, KEY=VALUE, ...]`` rows of the config's own
@@ -257,7 +257,7 @@ def load_distill(config: str, overrides: Sequence[str]) -> DistillConfig:
 
 def teacher_overrides(common: Sequence[str]) -> list[str]:
     """The common overrides that apply to the teacher (not those of the student's sections)."""
-    return [o for o in common if not o.strip().startswith(TEACHER_ONLY_PREFIXES)]
+    return [o for o in common if not o.strip().startswith(STUDENT_ONLY_PREFIXES)]
 
 
 def teacher_cell(cfg: DistillConfig, out_dir: str, common: Sequence[str]) -> tuple[Cell, str, bool]:

@@ -125,6 +125,17 @@ def test_extra_terms_subsets_and_unknown_names(tmp_path: Path) -> None:
         select_rows(["clsw"])
 
 
+def test_a_student_init_override_reaches_the_students_not_the_teacher(tmp_path: Path) -> None:
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(b"")
+    plan = grid_plan(tmp_path, "lowres", f"teacher.checkpoint={checkpoint}", "student.init=teacher", seeds=1)
+    assert "student.init=teacher" not in ablate.teacher_overrides(plan.overrides)
+    runner.cell_config(plan.teacher, plan.teacher_dir)  # the teacher's config has no student section
+    cfgs = configs_by_row(plan)
+    assert cfgs["baseline"].model.checkpoint == str(checkpoint)  # the plain baseline starts there too
+    assert {cfg.student.init for row, cfg in cfgs.items() if row != "baseline"} == {"teacher"}
+
+
 def test_teacher_split_and_refused_overrides(tmp_path: Path) -> None:
     plan = grid_plan(tmp_path, "small", "data.limit=5", "model.min_size=96", split="val", seeds=1)
     assert plan.teacher_trained and plan.teacher.checkpoint is None
