@@ -39,7 +39,9 @@ from detkd.errors import DataError, DetkdError
 from detkd.utils.io import atomic_write
 
 FORMATS = ("voc", "kitti", "coco", "synth")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")  # built by hand (detkd.models.backbones)
+FEATURE_FAMILIES = ("regnet_", "efficientnet_", "convnext_", "resnext", "wide_resnet", "resnet152",
+                    "mobilenet_v2", "mobilenet_v3_small", "mnasnet", "shufflenet_")  # through feature extraction
 NORMS = ("frozen_bn", "bn", "gn")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("multistep", "cosine")
@@ -198,7 +200,17 @@ class ModelSection:
 
     preset: str | None = opt(None, "a CPU preset (tiny, small; see detkd.models.presets): it sets each field "
                              "it names that is still at its default here")
-    backbone: str = opt("resnet50", "the torchvision backbone, with an FPN", BACKBONES)
+    torchvision: str | None = opt(None, "a torchvision Faster R-CNN builder by name, built exactly as torchvision "
+                                  "builds it (fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2, "
+                                  "fasterrcnn_mobilenet_v3_large_fpn, fasterrcnn_mobilenet_v3_large_320_fpn): "
+                                  "sizes, proposal counts, sampling and thresholds set here are passed to it; "
+                                  "backbone, norm, FPN, anchors and box head are the builder's own")
+    backbone: str = opt("resnet50", "the torchvision backbone, with an FPN: ResNet and MobileNetV3-Large built as "
+                        "torchvision's detectors build them, or any torchvision classifier CNN of the families "
+                        "listed, through feature extraction (e.g. regnet_y_400mf, efficientnet_b0, convnext_tiny)",
+                        pattern=("|".join(BACKBONES) + "|(" + "|".join(FEATURE_FAMILIES) + r")\w*",
+                                 f"one of {', '.join(BACKBONES)} or a torchvision classifier of "
+                                 f"{', '.join(f + '*' for f in FEATURE_FAMILIES)}"))
     norm: str = opt("frozen_bn", "backbone norm layer: frozen BatchNorm, BatchNorm or GroupNorm", NORMS)
     fpn_channels: int = opt(256, "FPN output channels", bounds=AT_LEAST_1)
     trainable_layers: int = opt(3, "backbone stages trained, counted from the top (ResNet 0-5, MobileNetV3 "
@@ -269,7 +281,12 @@ class TeacherSection:
     """The frozen teacher: its config (for the architecture and resolution) and its checkpoint."""
 
     config: str = opt("", "the teacher's YAML config (its model section builds the teacher)")
-    checkpoint: str = opt("", "the trained teacher's checkpoint (e.g. runs/.../best.pt)")
+    checkpoint: str = opt("", "the trained teacher's checkpoint (e.g. runs/.../best.pt); empty with the teacher "
+                          "config's model.weights (e.g. COCO): that detector used as it is, its classes matched "
+                          "to the data's by name")
+    class_map: dict[str, str] | None = opt(None, "data class -> teacher class name, for a teacher of other "
+                                           "classes (e.g. {Cyclist: bicycle}); the VOC names aeroplane, "
+                                           "motorbike, sofa, tvmonitor, diningtable, pottedplant match COCO's")
 
 
 @dataclass

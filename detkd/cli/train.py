@@ -50,7 +50,8 @@ torchrun too (the images are shared out).
 examples:
   detkd eval configs/synth/teacher.yaml --checkpoint runs/synth/teacher/best.pt
   detkd eval configs/bccd/teacher.yaml --checkpoint runs/bccd/teacher/best.pt --split val --json
-  detkd eval configs/bccd/teacher.yaml data.root=/data/BCCD --checkpoint best.pt --results dets.json"""
+  detkd eval configs/bccd/teacher.yaml data.root=/data/BCCD --checkpoint best.pt --results dets.json
+  detkd eval configs/voc/teacher_tv_r50v2.yaml     (torchvision's COCO weights on VOC's classes, no training)"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,7 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=EVAL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_config_args(ev)
-    ev.add_argument("--checkpoint", required=True, metavar="PATH", help="a detkd checkpoint or a model state dict")
+    ev.add_argument("--checkpoint", metavar="PATH", help="a detkd checkpoint or a model state dict; without it, "
+                    "the config's model.weights (a pretrained detector, e.g. COCO) is scored as it is, its "
+                    "classes matched to the data's by name")
     ev.add_argument("--split", metavar="NAME", help="the split to evaluate (default: data.test_split)")
     ev.add_argument("--results", metavar="OUT.json", help="where to write the COCO results JSON "
                     "(default: next to the checkpoint)")
@@ -112,7 +115,11 @@ def run_eval(args: argparse.Namespace) -> int:
     from detkd.engine.inference import evaluate_checkpoint
     from detkd.evaluation.build import format_metrics_table
 
-    outcome = evaluate_checkpoint(read_config(args), args.checkpoint, split=args.split, results_path=args.results)
+    cfg = read_config(args)
+    if args.checkpoint is None and not cfg.model.weights:
+        raise DetkdError("detkd eval: give --checkpoint PATH (or a config whose model.weights is a pretrained "
+                         "detector, scored as it is)")
+    outcome = evaluate_checkpoint(cfg, args.checkpoint, split=args.split, results_path=args.results)
     if not outcome.is_main:
         return 0
     if args.json:

@@ -7,15 +7,15 @@ import logging
 import os
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import DistillConfig, config_from_dict, load_config
+from detkd.config import Config, DistillConfig, config_from_dict, load_config
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
 from detkd.distill.task import DistillModule, DistillTask, build_adapters, hint_level_weights, hinted_pairs, loss_weights
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
 from detkd.engine.checkpoint import load_checkpoint
+from detkd.engine.data import data_classes as data_classes_of
 from detkd.engine.data import resolve_source
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.presets import resolve_model_config
 from detkd.models.weights import load_checkpoint_weights
 
 log = logging.getLogger("detkd")
@@ -32,7 +32,7 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     student = build_model(cfg.model, num_classes)
     teacher = load_teacher(cfg, num_classes)
     (strides_s, channels_s), (strides_t, channels_t) = feature_layout(student.backbone), feature_layout(teacher.backbone)
-    scale = resolve_model_config(cfg.model).min_size / teacher.transform.min_size[0]
+    scale = student.transform.min_size[0] / teacher.transform.min_size[0]  # the built models' own sizes
     pairing = pair_levels(strides_s, strides_t, scale)
     log.info("distillation level pairing: %s", pairing.describe())
     terms = cfg.distill
@@ -70,8 +70,11 @@ def resolve_student_init(cfg: DistillConfig) -> DistillConfig:
 def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     """The teacher of ``teacher.config``, with the weights of ``teacher.checkpoint``, frozen."""
     path = cfg.teacher.checkpoint
+    if cfg.teacher.config and not path and load_config(cfg.teacher.config).model.weights:
+        return freeze_teacher(pretrained_teacher(cfg, load_config(cfg.teacher.config)))
     if not cfg.teacher.config or not path:
-        raise DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and best.pt)")
+        raise DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and "
+                         "best.pt), or teacher.config alone when its model.weights is a pretrained detector")
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
     teacher_cfg = load_config(cfg.teacher.config)
@@ -87,3 +90,12 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     teacher = build_model(teacher_cfg.model, num_classes)
     load_checkpoint_weights(teacher, path)
     return freeze_teacher(teacher)
+
+
+def pretrained_teacher(cfg: DistillConfig, teacher_cfg: Config) -> FasterRCNN:
+    """The teacher config's pretrained detector (``model.weights``, e.g. COCO's 91 labels) used as
+    it is: its classes matched to the student's data by name (``teacher.class_map``, the VOC
+    aliases) and its predictor reduced to them (:mod:`detkd.models.class_map`)."""
+    from detkd.models.class_map import pretrained_for_classes
+
+    return pretrained_for_classes(teacher_cfg.model, data_classes_of(cfg.data), cfg.teacher.class_map)

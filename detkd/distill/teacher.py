@@ -39,7 +39,7 @@ from detkd.errors import DetkdError
 from detkd.models.presets import resolve_model_config
 
 # What makes two Faster R-CNNs the same architecture (resolution and proposal counts may differ).
-ARCHITECTURE_KEYS = ("backbone", "norm", "fpn_channels", "returned_layers")
+ARCHITECTURE_KEYS = ("torchvision", "backbone", "norm", "fpn_channels", "returned_layers")
 
 
 @dataclass

@@ -177,3 +177,16 @@ def mobilenet_stride(features: nn.Sequential, index: int) -> int:
     """The output stride of ``features[index]``: 2 to the number of strided blocks up to it."""
     strided = 1 + sum(1 for b in features[1 : index + 1] if getattr(b, "_is_cn", False))
     return 2**strided
+
+
+def _register_feature_backbones() -> None:
+    """Every torchvision classifier CNN not built above, through feature extraction
+    (:mod:`detkd.models.feature_backbone`)."""
+    from detkd.models.feature_backbone import build_feature_fpn, feature_backbones
+
+    for name in feature_backbones():
+        if name not in BACKBONES:
+            BACKBONES.register(name)(build_feature_fpn)
+
+
+_register_feature_backbones()

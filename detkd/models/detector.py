@@ -5,6 +5,8 @@ modules only (its backbone, :class:`~torchvision.models.detection.rpn.AnchorGene
 :class:`~torchvision.models.detection.faster_rcnn.TwoMLPHead`, ...), so its state dict loads into
 a FasterRCNN that anyone builds with the same arguments. The steps:
 
+0. ``model.torchvision`` set: torchvision's own builder of that name (:mod:`detkd.models.zoo`);
+   otherwise:
 1. apply the preset (:func:`~detkd.models.presets.resolve_model_config`);
 2. the backbone with FPN from the registry (:data:`~detkd.models.backbones.BACKBONES`), with
    ``weights_backbone`` loaded into its classifier first;
@@ -50,9 +52,13 @@ def build_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
         DetkdError: an unknown backbone/norm/preset, anchors that do not fit the FPN levels,
             weights that are not in torch's cache, or weights that do not fit the model.
     """
-    cfg = resolve_model_config(cfg)
     if num_classes < 2:
         raise DetkdError(f"the model needs at least one object class (num_classes = K + 1 = {num_classes})")
+    if cfg.torchvision:
+        from detkd.models.zoo import build_zoo_model
+
+        return build_zoo_model(cfg, num_classes)
+    cfg = resolve_model_config(cfg)
     source = pretrained_source(cfg)
     backbone_state, state_path = None, ""
     if source == "weights_backbone":

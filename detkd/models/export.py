@@ -92,6 +92,7 @@ def export_student(checkpoint_path: str, out_path: str, force: bool = False,
         "num_classes": num_classes,
         "classes": class_names(state, num_classes),
         "model": dataclasses.asdict(cfg),
+        "builder": cfg.torchvision,  # torchvision's builder of this model (model.torchvision), or null
         "torchvision": torchvision.__version__,
         "source": os.path.abspath(checkpoint_path),
     }

@@ -26,7 +26,10 @@ def build(backbone: str, **fields):
 
 
 def test_registry_lists_every_backbone():
-    assert BACKBONES.names() == sorted(EXPECTED)
+    from detkd.models.feature_backbone import feature_backbones
+
+    assert BACKBONES.names() == sorted([*EXPECTED, *feature_backbones()])
+    assert {"regnet_y_400mf", "efficientnet_b0", "convnext_tiny", "mobilenet_v3_small"} <= set(BACKBONES.names())
     with pytest.raises(DetkdError, match="did you mean 'resnet18'"):
         BACKBONES.get("resnet_18")
 
