@@ -147,6 +147,7 @@ def demo_cells(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice)
     is scored on the students' data."""
     paths = config_paths(config_dir)
     scored_on = paths["student_small"]
+    from_teacher = baselines_from_teacher(paths)
     cells = []
     for model in MODELS:
         run_dir = os.path.join(out_dir, "runs", model.name)
@@ -157,8 +158,19 @@ def demo_cells(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice)
         overrides = [f"seed={seed}"]
         if model.baseline is not None:
             overrides.append(f"teacher.checkpoint={teacher.checkpoint}")
+        if model.name in from_teacher:  # starts where its distilled version starts
+            overrides.append(f"model.checkpoint={teacher.checkpoint}")
         cells.append((Cell(model.name, paths[model.name], tuple(overrides), score_data=scored_on), run_dir))
     return cells
+
+
+def baselines_from_teacher(paths: dict[str, str]) -> set[str]:
+    """The baselines whose distilled version has ``student.init: teacher``: they start from the
+    teacher's weights too, so that each pair differs by the distillation alone."""
+    from detkd.config import DistillConfig, load_config
+
+    return {m.baseline for m in MODELS if m.baseline is not None
+            and load_config(paths[m.name], schema=DistillConfig).student.init == "teacher"}
 
 
 def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice,

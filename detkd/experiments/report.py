@@ -19,6 +19,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, CellResult
 from detkd.experiments.stats import gain, gap_closed
 from detkd.utils.io import atomic_write
@@ -210,6 +212,23 @@ def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def starts_from(run_dir: str) -> str:
+    """Where the run in ``run_dir`` started, from its ``config.yaml``: the teacher's weights
+    (``student.init: teacher``), ``model.checkpoint``'s file name, ``model.weights``, or "random
+    weights"; "-" for a model scored, not trained, here."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return "-"
+    with open(path) as f:
+        cfg = yaml.safe_load(f) or {}
+    model = cfg.get("model", {})
+    if (cfg.get("student") or {}).get("init") == "teacher":
+        return f"the teacher's weights (`{os.path.basename((cfg.get('teacher') or {}).get('checkpoint', ''))}`)"
+    if model.get("checkpoint"):
+        return f"`{os.path.basename(model['checkpoint'])}`"
+    return f"`{model['weights']}`" if model.get("weights") else "random weights"
+
+
 def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult], summary: Mapping[str, Any],
                     bench: Mapping[str, Mapping[str, Any]], figures: Mapping[str, str], models: Sequence[str],
                     baselines: Mapping[str, str], doctor: Mapping[str, Mapping[str, Any]]) -> str:
@@ -242,10 +261,11 @@ def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult
         *doctor_section(doctor),
         "## Models",
         "",
-        "| model | config | input | train time |",
-        "|---|---|---|---:|",
+        "| model | config | input | starts from | train time |",
+        "|---|---|---|---|---:|",
         *[f"| {m} | `{results[m].run_dir}` ({r.get('config', '')}) | {r.get('input_hw', '-')} | "
-          f"{results[m].train_seconds:.0f} s |" for m, r in bench.items() if m in results],
+          f"{starts_from(results[m].run_dir)} | {results[m].train_seconds:.0f} s |"
+          for m, r in bench.items() if m in results],
         "",
         "## AP50 per class (test)",
         "",

@@ -38,11 +38,18 @@ def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return config, checkpoint
 
 
+# the paper's settings (configs/_base_/distill.yaml), whatever recipe the shipped configs use
+PAPER = ["distill.rcn_cls.mode=interpolate", "distill.rpn_cls.mode=interpolate", "distill.rcn_cls.weight=1.0",
+         "distill.rpn_cls.weight=1.0", "distill.rcn_cls.bg_weight=1.5", "distill.rpn_cls.bg_weight=1.5",
+         "distill.hint.enabled=true", "distill.hint.loss=hint_l2", "distill.hint.gamma=0.5",
+         "distill.hint.level_weighting=equal", "student.init=none"]
+
+
 def distill_config(kind: str, teacher_files: tuple[Path, Path], *overrides: str) -> DistillConfig:
     config, checkpoint = teacher_files
     return load_config(REPO / "configs" / "synth" / f"distill_{kind}.yaml",
                        [f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", "data.classes=null",
-                        *STUDENT_SIZE[kind], *overrides], schema=DistillConfig)
+                        *STUDENT_SIZE[kind], *PAPER, *overrides], schema=DistillConfig)
 
 
 def batch(seed: int = 0) -> tuple[list[torch.Tensor], list[dict]]:
@@ -163,7 +170,7 @@ def test_detkd_distill_runs_and_its_student_exports_to_plain_torchvision(
     code = main(["distill", str(REPO / "configs" / "synth" / "distill_lowres.yaml"), f"output_dir={run}",
                  f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", f"data.root={root}",
                  "data.synth.images=10", "data.num_workers=0", "data.limit=4", "device=cpu", "train.epochs=1",
-                 "train.batch_size=2", "distill.diagnose_every=1", *STUDENT_SIZE["lowres"]])
+                 "train.batch_size=2", "distill.diagnose_every=1", *STUDENT_SIZE["lowres"], *PAPER])
     assert code == 0, capsys.readouterr().err
     logged = (run / "metrics.jsonl").read_text()
     assert '"distill_hint"' in logged and '"distill_hint_weighted"' in logged
