@@ -27,13 +27,13 @@ def _one_thread(one_thread: None) -> None:
 
 
 def doctor_config(trained_tiny, synth_root: Path, *overrides: str, checkpoint: Path | None = None) -> DistillConfig:
-    """configs/synth/distill_small.yaml: the trained tiny teacher (its 8 training images) and a
-    tiny student at half its resolution."""
+    """configs/synth/distill_small.yaml with its hints on: the trained tiny teacher (its 8
+    training images) and a tiny student at half its resolution."""
     data = [f"data.root={synth_root}", "data.synth.images=15", "data.synth.profile=standard", "data.num_workers=0",
             "data.train_split=first8", "data.test_split=first8", "device=cpu", "train.batch_size=2"]
     return load_config(REPO / "configs" / "synth" / "distill_small.yaml",
                        [f"teacher.config={trained_tiny.config}", f"teacher.checkpoint={checkpoint or trained_tiny.checkpoint}",
-                        *data, *LOWRES, *overrides], schema=DistillConfig)
+                        *data, *LOWRES, "distill.hint.enabled=true", *overrides], schema=DistillConfig)
 
 
 @pytest.fixture(scope="module")
