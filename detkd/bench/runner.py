@@ -202,7 +202,7 @@ def measure_model(model_cfg: ModelSection, num_classes: int | None, name: str, c
     mode = HELD if hold else (CHECKPOINT if checkpoint else UNTRAINED)
     row = BenchRow(
         name=name, config=config, checkpoint=checkpoint, mode=mode, device=str(device), threads=threads,
-        amp=opts.amp, min_size=cfg.min_size, max_size=cfg.max_size,
+        amp=opts.amp, min_size=model.transform.min_size[0], max_size=model.transform.max_size,  # the built model's own
         raw_hw="x".join(map(str, opts.input_hw)), input_hw=speed.input_hw, num_classes=num_classes,
         params=sum(p.numel() for p in model.parameters()), gflops=flops / 1e9, latency_ms=speed.latency_ms,
         latency_ms_p90=speed.latency_ms_p90, img_per_s_b1=speed.img_per_s_b1, img_per_s_b8=speed.img_per_s_b8,

@@ -4,6 +4,7 @@ loading code runs, nothing downloads)."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,9 @@ def test_coco_weights_from_the_cache_keep_all_but_the_predictor(tmp_path: Path, 
 @pytest.mark.parametrize("teacher, student", [
     ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn_mobilenet_v3_large_320_fpn"),
     ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn_resnet50_fpn"),
-])
+    ("fasterrcnn_resnet50_fpn", "fasterrcnn_mobilenet_v3_large_fpn"),
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn_resnet50_fpn_v2"),
+])  # every builder once as the teacher and once as the student
 def test_zoo_models_distil_as_teacher_and_student(teacher: str, student: str, tmp_path: Path) -> None:
     """Two distillation steps with every term on (hints through adapters, RoI terms on v2's conv
     head): finite losses, gradients in the student and its adapters only."""
@@ -199,3 +202,24 @@ def test_detkd_eval_scores_a_coco_trained_detector_as_it_is(tmp_path: Path, monk
     config.write_text(config.read_text().replace(", weights: DEFAULT", ""))
     assert main(["eval", str(config)]) == 2
     assert "give --checkpoint PATH" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
+                    reason="onnxruntime not installed (pip install 'detkd[export]')")
+@pytest.mark.parametrize("fields", [{"torchvision": "fasterrcnn_mobilenet_v3_large_320_fpn"},
+                                    {"backbone": "regnet_y_400mf", "norm": "gn", "fpn_channels": 64,
+                                     "trainable_layers": -1}])
+def test_zoo_and_feature_extraction_students_pass_the_onnx_parity_check(fields: dict, tmp_path: Path) -> None:
+    from detkd.config import Config, config_to_dict
+    from detkd.models.export import check_onnx, export_onnx, export_student, load_exported
+
+    cfg = Config(model=ModelSection(rpn=RPNSection(), roi=RoISection(), min_size=160, max_size=200, **fields))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, num_classes=3)
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": ["a", "b"]}, tmp_path / "last.pt")
+    export_student(str(tmp_path / "last.pt"), str(tmp_path / "student.pt"))
+    loaded, _ = load_exported(str(tmp_path / "student.pt"))
+    images = [torch.rand(3, 120, 150, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    export_onnx(loaded, str(tmp_path / "student.onnx"), images[0])
+    lines = check_onnx(loaded, str(tmp_path / "student.onnx"), images)  # raises on any disagreement
+    assert len(lines) == 2 and all(": 0 detections" not in line for line in lines), lines
