@@ -11,12 +11,16 @@ unselected classes folded into background; the box deltas are the selected class
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from detkd.config import ModelSection
 from detkd.errors import DetkdError
+
+log = logging.getLogger("detkd")
 
 VOC_TO_COCO = {"aeroplane": "airplane", "motorbike": "motorcycle", "sofa": "couch", "tvmonitor": "tv",
                "diningtable": "dining table", "pottedplant": "potted plant"}
@@ -83,17 +87,16 @@ def reduce_classes(model: nn.Module, keep: Sequence[int]) -> nn.Module:
     return model
 
 
-def pretrained_for_classes(model_cfg, data_classes: Sequence[str], class_map: Mapping[str, str] | None = None):
+def pretrained_for_classes(model_cfg: ModelSection, data_classes: Sequence[str],
+                           class_map: Mapping[str, str] | None = None) -> nn.Module:
     """The pretrained detector of ``model_cfg.weights`` (e.g. COCO's 91 labels) built whole and
     reduced to ``data_classes`` by name (:func:`match_classes`), to be used as it is."""
-    import logging
-
     from detkd.models import build_model
     from detkd.models.weights import DETECTOR_BUILDERS, resolve_weights
 
     builder = model_cfg.torchvision or DETECTOR_BUILDERS.get(model_cfg.backbone)
     categories = list(resolve_weights(model_cfg.weights, "model.weights", builder).meta["categories"])
     keep = match_classes(data_classes, categories, class_map)
-    logging.getLogger("detkd").info("%s used as it is, classes %s", model_cfg.weights,
-                                    ", ".join(f"{d}->{categories[i]}" for d, i in zip(data_classes, keep)))
+    log.info("%s used as it is, classes %s", model_cfg.weights,
+             ", ".join(f"{d}->{categories[i]}" for d, i in zip(data_classes, keep)))
     return reduce_classes(build_model(model_cfg, len(categories)), keep)

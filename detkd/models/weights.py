@@ -73,6 +73,12 @@ def hub_checkpoint_path(weights: WeightsEnum) -> str:
 
 def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]:
     """The state dict of ``weights`` from torch's cache, and its path; never downloads."""
+    path = cached_weights_path(weights, key)
+    return read_state_dict(path), path
+
+
+def cached_weights_path(weights: WeightsEnum, key: str) -> str:
+    """Where torch's cache holds ``weights``; a missing file is an error saying where to put it."""
     path = hub_checkpoint_path(weights)
     name = f"{type(weights).__name__}.{weights.name}"
     if not os.path.isfile(path):
@@ -81,7 +87,7 @@ def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]
             f"network fetch {weights.url} and put it in {os.path.dirname(path)}, or set TORCH_HOME to the "
             "folder whose hub/checkpoints holds it)"
         )
-    return read_state_dict(path), path
+    return path
 
 
 def read_state_dict(path: str) -> StateDict:

@@ -24,7 +24,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
 from detkd.config import ModelSection, RoISection, RPNSection
 from detkd.errors import DetkdError
-from detkd.models.weights import hub_checkpoint_path, load_cached_weights, load_checkpoint_weights, resolve_weights
+from detkd.models.weights import cached_weights_path, load_checkpoint_weights, resolve_weights
 
 log = logging.getLogger("detkd")
 
@@ -102,7 +102,7 @@ def build_zoo_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
         model = _from_detector_weights(cfg, kwargs, num_classes)
     elif cfg.weights_backbone:
         weights = resolve_weights(cfg.weights_backbone, "model.weights_backbone", classifier_of(cfg.torchvision))
-        load_cached_weights(weights, "model.weights_backbone")  # in the cache: torchvision will not download
+        cached_weights_path(weights, "model.weights_backbone")  # in the cache: torchvision will not download
         model = torchvision.models.get_model(cfg.torchvision, weights=None, weights_backbone=weights,
                                              num_classes=num_classes,
                                              trainable_backbone_layers=trainable_layers(cfg), **kwargs)
@@ -117,8 +117,7 @@ def build_zoo_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
 def _from_detector_weights(cfg: ModelSection, kwargs: dict[str, Any], num_classes: int) -> FasterRCNN:
     """Built with ``model.weights`` as torchvision builds it, then the predictor for ``num_classes``."""
     weights = resolve_weights(cfg.weights, "model.weights", cfg.torchvision)
-    load_cached_weights(weights, "model.weights")  # checks the file is cached: nothing downloads
-    log.info("model.weights: %s from %s", cfg.weights, hub_checkpoint_path(weights))
+    log.info("model.weights: %s from %s", cfg.weights, cached_weights_path(weights, "model.weights"))  # nothing downloads
     model = torchvision.models.get_model(cfg.torchvision, weights=weights, weights_backbone=None,
                                          trainable_backbone_layers=trainable_layers(cfg), **kwargs)
     predictor = model.roi_heads.box_predictor
