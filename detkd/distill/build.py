@@ -70,14 +70,17 @@ def resolve_student_init(cfg: DistillConfig) -> DistillConfig:
 def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     """The teacher of ``teacher.config``, with the weights of ``teacher.checkpoint``, frozen."""
     path = cfg.teacher.checkpoint
-    if cfg.teacher.config and not path and load_config(cfg.teacher.config).model.weights:
-        return freeze_teacher(pretrained_teacher(cfg, load_config(cfg.teacher.config)))
-    if not cfg.teacher.config or not path:
-        raise DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and "
-                         "best.pt), or teacher.config alone when its model.weights is a pretrained detector")
+    unset = DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and "
+                       "best.pt), or teacher.config alone when its model.weights is a pretrained detector")
+    if not cfg.teacher.config:
+        raise unset
+    teacher_cfg = load_config(cfg.teacher.config)
+    if not path and teacher_cfg.model.weights:
+        return freeze_teacher(pretrained_teacher(cfg, teacher_cfg))
+    if not path:
+        raise unset
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
-    teacher_cfg = load_config(cfg.teacher.config)
     state = load_checkpoint(path, map_location="cpu")
     saved = state.get("config") if isinstance(state, dict) else None
     saved_model = config_from_dict(saved, path).model if isinstance(saved, dict) else teacher_cfg.model

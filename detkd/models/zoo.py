@@ -22,7 +22,7 @@ import torchvision
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 
-from detkd.config import ModelSection, RoISection, RPNSection
+from detkd.config import ModelSection
 from detkd.errors import DetkdError
 from detkd.models.weights import cached_weights_path, load_checkpoint_weights, resolve_weights
 
@@ -62,17 +62,13 @@ def _value(cfg: ModelSection, key: str) -> Any:
     return getattr(getattr(cfg, section) if section else cfg, name)
 
 
-def _defaults() -> ModelSection:
-    return ModelSection(rpn=RPNSection(), roi=RoISection())
-
-
 def builder_kwargs(cfg: ModelSection) -> dict[str, Any]:
     """The FasterRCNN keyword arguments of the keys ``cfg`` sets away from detkd's defaults.
 
     Raises:
         DetkdError: a key that the builder cannot take is set, naming it.
     """
-    default = _defaults()
+    default = ModelSection()
     refused = [k for k in NOT_PASSED if _value(cfg, k) != _value(default, k)]
     if refused:
         raise DetkdError(f"model.torchvision: {cfg.torchvision} builds its own "

@@ -14,7 +14,6 @@ from detkd.config import Config, ModelSection, RoISection, RPNSection, config_to
 from detkd.errors import DetkdError
 from detkd.models import build_model
 from detkd.models.feature_backbone import find_stages
-from detkd.models.weights import hub_checkpoint_path
 
 
 def section(backbone: str, **fields) -> ModelSection:
@@ -32,12 +31,10 @@ def test_stages_are_the_last_shallowest_module_of_each_stride(backbone: str, sta
     assert names == stages and len(channels) == 4
 
 
-def test_imagenet_weights_load_from_the_cache_and_bn_is_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_imagenet_weights_load_from_the_cache_and_bn_is_frozen(cache_weights) -> None:
     weights = torchvision.models.get_model_weights("regnet_y_400mf").DEFAULT
     classifier = torchvision.models.get_model("regnet_y_400mf", weights=None)
-    Path(hub_checkpoint_path(weights)).parent.mkdir(parents=True)
-    torch.save(classifier.state_dict(), hub_checkpoint_path(weights))
+    cache_weights(weights, classifier)
     model = build_model(section("regnet_y_400mf", norm="frozen_bn", weights_backbone="DEFAULT", trainable_layers=3), 3)
     stem = model.backbone.body.get_submodule("stem.0").weight
     assert torch.equal(stem, classifier.stem[0].weight) and not stem.requires_grad  # the stem is frozen

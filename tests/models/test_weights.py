@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -15,19 +14,6 @@ from detkd.models import build_model
 from detkd.models.weights import detector_state_dict, hub_checkpoint_path
 
 R18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
-
-
-@pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty torch cache, and no network: any connection attempt fails the test."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("detkd tried to open a network connection")
-
-    monkeypatch.setattr(socket.socket, "connect", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    return tmp_path / "torch" / "hub" / "checkpoints"
 
 
 def test_missing_weights_name_the_file_and_url(torch_home):

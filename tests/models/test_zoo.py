@@ -14,7 +14,7 @@ import torchvision
 from detkd.config import ModelSection, RoISection, RPNSection
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.weights import hub_checkpoint_path
+from detkd.models.class_map import IGNORED_NAMES
 from detkd.models.zoo import ZOO_BUILDERS, builder_kwargs
 
 SMALL = {"min_size": 128, "max_size": 160}
@@ -26,6 +26,14 @@ def section(builder: str, **fields) -> ModelSection:
 
 def targets() -> list[dict[str, torch.Tensor]]:
     return [{"boxes": torch.tensor([[10.0, 12.0, 60.0, 70.0]]), "labels": torch.tensor([2])}]
+
+
+def cached_coco_detector(cache_weights) -> tuple[str, torchvision.models.WeightsEnum]:
+    """A random 91-class mobilenet_v3_large_320_fpn in the temporary cache as its COCO weights."""
+    builder = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    weights = torchvision.models.get_model_weights(builder).DEFAULT
+    cache_weights(weights, torchvision.models.get_model(builder, weights=None, weights_backbone=None, num_classes=91))
+    return builder, weights
 
 
 @pytest.mark.parametrize("builder", ZOO_BUILDERS)
@@ -59,15 +67,13 @@ def test_a_key_the_builder_cannot_take_is_an_error_naming_it(field: str, value) 
         build_model(section("fasterrcnn_resnet18"), num_classes=3)
 
 
-def test_coco_weights_from_the_cache_keep_all_but_the_predictor(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+def test_coco_weights_from_the_cache_keep_all_but_the_predictor(cache_weights) -> None:
     builder = "fasterrcnn_mobilenet_v3_large_320_fpn"
     weights = torchvision.models.get_model_weights(builder).DEFAULT
     with pytest.raises(DetkdError, match="weights file not found"):
         build_model(section(builder, weights="DEFAULT"), num_classes=4)
     coco = torchvision.models.get_model(builder, weights=None, weights_backbone=None, num_classes=91)
-    Path(hub_checkpoint_path(weights)).parent.mkdir(parents=True)
-    torch.save(coco.state_dict(), hub_checkpoint_path(weights))
+    cache_weights(weights, coco)
     model = build_model(section(builder, weights="DEFAULT"), num_classes=4)
     assert model.roi_heads.box_predictor.cls_score.out_features == 4
     ours, theirs = model.state_dict(), coco.state_dict()
@@ -137,7 +143,7 @@ def test_a_zoo_student_exports_and_loads_strict_into_the_builder_its_sidecar_nam
 
 
 def test_a_coco_trained_teacher_teaches_as_it_is_through_its_matched_classes(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, cache_weights) -> None:
     """No teacher.checkpoint: the teacher config's COCO weights (random, in a temporary hub
     cache), its predictor reduced to the data's classes by teacher.class_map."""
     from detkd.config import DistillConfig, load_config
@@ -145,13 +151,8 @@ def test_a_coco_trained_teacher_teaches_as_it_is_through_its_matched_classes(
     from detkd.distill.build import build_distill_task
     from detkd.models.class_map import ReducedPredictor
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    builder = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    weights = torchvision.models.get_model_weights(builder).DEFAULT
-    Path(hub_checkpoint_path(weights)).parent.mkdir(parents=True)
-    torch.save(torchvision.models.get_model(builder, weights=None, weights_backbone=None, num_classes=91).state_dict(),
-               hub_checkpoint_path(weights))
-    coco = [c for c in weights.meta["categories"] if c not in ("__background__", "N/A")]
+    builder, weights = cached_coco_detector(cache_weights)
+    coco = [c for c in weights.meta["categories"] if c not in IGNORED_NAMES]
     class_map = ", ".join(f"{name}: {coco[i]}" for i, name in enumerate(SYNTH_CLASSES))
     repo = Path(__file__).resolve().parents[2]
     (tmp_path / "teacher.yaml").write_text(f"_base_: {repo / 'configs' / 'synth' / '_base.yaml'}\n"
@@ -167,7 +168,7 @@ def test_a_coco_trained_teacher_teaches_as_it_is_through_its_matched_classes(
     assert torch.isfinite(losses["distill_rcn_cls"]) and all(p.grad is None for p in task.teacher.parameters())
 
 
-def test_detkd_eval_scores_a_coco_trained_detector_as_it_is(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+def test_detkd_eval_scores_a_coco_trained_detector_as_it_is(tmp_path: Path, cache_weights,
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     """No --checkpoint: the config's COCO weights (random here, in a temporary hub cache) on the
     data's classes by name; without weights it is a one-line error."""
@@ -175,17 +176,12 @@ def test_detkd_eval_scores_a_coco_trained_detector_as_it_is(tmp_path: Path, monk
 
     from detkd.cli import main
 
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    builder = "fasterrcnn_mobilenet_v3_large_320_fpn"
-    weights = torchvision.models.get_model_weights(builder).DEFAULT
-    Path(hub_checkpoint_path(weights)).parent.mkdir(parents=True)
-    torch.save(torchvision.models.get_model(builder, weights=None, weights_backbone=None, num_classes=91).state_dict(),
-               hub_checkpoint_path(weights))
+    builder, weights = cached_coco_detector(cache_weights)
     root = tmp_path / "synth"
     assert main(["data", "synth", str(root), "--images", "12", "--profile", "easy"]) == 0
     from detkd.data.synth import SYNTH_CLASSES
 
-    coco = [c for c in weights.meta["categories"] if c not in ("__background__", "N/A")][:len(SYNTH_CLASSES)]
+    coco = [c for c in weights.meta["categories"] if c not in IGNORED_NAMES][:len(SYNTH_CLASSES)]
     for xml in (root / "voc" / "Annotations").glob("*.xml"):  # the embedded data's shapes renamed to COCO names
         text = xml.read_text()
         for shape, name in zip(SYNTH_CLASSES, coco):
