@@ -32,6 +32,10 @@ each baseline and the share of the teacher-baseline gap it closed), speed_accura
 per_class_ap.png, training_curves.png, detections.png (test images: ground truth and each
 model's detections), summary.json, and runs/<model>/ (each model's run folder).
 
+The four students train two at a time, one thread each, where there are two cores or more
+(--jobs 1: one after the other, with all threads); each one's log is then in
+runs/<model>/log.txt and the terminal says when each ends.
+
 A demo that is stopped resumes when started again with the same arguments: finished models are
 read back, the model in training continues from its last checkpoint.
 
@@ -57,15 +61,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--train-teacher", action="store_true",
                         help="train the teacher here from teacher.yaml instead of using the bundled one")
     parser.add_argument("--teacher", metavar="CKPT", help="a trained checkpoint of teacher.yaml's model to learn from")
+    parser.add_argument("--jobs", type=int, metavar="N", help="students trained at the same time, torch's threads "
+                        "shared among them (default: 2 with two cores or more, else 1)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from detkd.errors import DetkdError
     from detkd.experiments.demo import MODELS, baselines, default_out_dir, run_demo
+    from detkd.experiments.pool import default_jobs
     from detkd.experiments.report import summary_table
 
+    if args.jobs is not None and args.jobs < 1:
+        raise DetkdError(f"--jobs {args.jobs}: give 1 or more")
     out = args.out or default_out_dir(args.data, args.seed)
-    summary = run_demo(args.data, out, args.seed, teacher=args.teacher, train_teacher=args.train_teacher)
+    jobs = args.jobs if args.jobs is not None else default_jobs(len(MODELS) - 1)
+    summary = run_demo(args.data, out, args.seed, teacher=args.teacher, train_teacher=args.train_teacher, jobs=jobs)
     print(f"\ndemo wall time {summary['wall_s']:.0f} s, teacher: {summary['teacher_source']}\n")
     print(summary_table(summary, [m.name for m in MODELS], baselines()))
     print(f"\nreport: {os.path.join(out, 'report.md')}")

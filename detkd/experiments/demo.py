@@ -46,12 +46,12 @@ class DemoModel:
     share: float
 
 
-MODELS: tuple[DemoModel, ...] = (
+MODELS: tuple[DemoModel, ...] = (  # shares: the stages' times on configs/synth, 2 cores
     DemoModel("teacher", "teacher.yaml", None, 0.40),  # when it is trained here
-    DemoModel("student_small", "student_small.yaml", None, 0.10),
-    DemoModel("student_small_kd", "distill_small.yaml", "student_small", 0.18),
+    DemoModel("student_small", "student_small.yaml", None, 0.15),
+    DemoModel("student_small_kd", "distill_small.yaml", "student_small", 0.22),
     DemoModel("student_lowres", "student_lowres.yaml", None, 0.10),
-    DemoModel("student_lowres_kd", "distill_lowres.yaml", "student_lowres", 0.18),
+    DemoModel("student_lowres_kd", "distill_lowres.yaml", "student_lowres", 0.155),
 )
 SCORED_TEACHER_SHARE = 0.01  # a teacher that is only scored
 BENCH_SHARE = 0.02  # bench and doctor; what is left (0.02) is the report
@@ -96,8 +96,8 @@ class StageClock:
         log.info("[demo %d/%d] %s (elapsed %s%s)", self.done + 1, len(self.shares), what,
                  format_seconds(self.elapsed()), rest)
 
-    def end(self) -> None:
-        self.done += 1
+    def end(self, steps: int = 1) -> None:
+        self.done += steps
 
 
 def config_paths(config_dir: str) -> dict[str, str]:
@@ -174,20 +174,35 @@ def baselines_from_teacher(paths: dict[str, str]) -> set[str]:
 
 
 def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice,
-                 clock: StageClock) -> dict[str, CellResult]:
-    """Train and score the five models (each skipped when done, resumed when killed)."""
-    results = {}
-    for cell, run_dir in demo_cells(config_dir, out_dir, seed, teacher):
-        action = "evaluate" if cell.checkpoint else "train and evaluate"
-        clock.begin(f"{action} {cell.name} ({cell.checkpoint or cell.config})")
-        results[cell.name] = run_cell(cell, run_dir)
-        clock.end()
-    return results
+                 clock: StageClock, jobs: int = 1) -> dict[str, CellResult]:
+    """Train and score the five models (each skipped when done, resumed when killed): the
+    teacher first, then the four students, ``jobs`` at a time (:mod:`detkd.experiments.pool`)."""
+    (teacher_cell, teacher_dir), *students = demo_cells(config_dir, out_dir, seed, teacher)
+    clock.begin(f"{'evaluate' if teacher_cell.checkpoint else 'train and evaluate'} the teacher "
+                f"({teacher_cell.checkpoint or teacher_cell.config})")
+    results = {teacher_cell.name: run_cell(teacher_cell, teacher_dir)}
+    clock.end()
+    if jobs <= 1:
+        for cell, run_dir in students:
+            clock.begin(f"train and evaluate {cell.name} ({cell.config})")
+            results[cell.name] = run_cell(cell, run_dir)
+            clock.end()
+        return results
+    from detkd.experiments.pool import run_cells
+
+    share = {m.name: m.share for m in MODELS}
+    longest_first = sorted(students, key=lambda pair: -share[pair[0].name])
+    clock.begin(f"train and evaluate the four students, {jobs} at a time")
+    results.update(run_cells(longest_first, jobs, on_done=lambda r: log.info(
+        "%s: done in %s (elapsed %s)", r.name, format_seconds(r.train_seconds + r.eval_seconds),
+        format_seconds(clock.elapsed()))))
+    clock.end(len(students))
+    return {m.name: results[m.name] for m in MODELS}
 
 
 def run_demo(config_dir: str = DEFAULT_DATA, out_dir: str | None = None, seed: int = 0,
-             teacher: str | None = None, train_teacher: bool = False) -> dict:
-    """The whole demo; -> the content of ``summary.json``."""
+             teacher: str | None = None, train_teacher: bool = False, jobs: int = 1) -> dict:
+    """The whole demo, the students trained ``jobs`` at a time; -> the content of ``summary.json``."""
     from detkd.experiments.report import bench_models, write_report
 
     out_dir = out_dir or default_out_dir(config_dir, seed)
@@ -195,7 +210,7 @@ def run_demo(config_dir: str = DEFAULT_DATA, out_dir: str | None = None, seed: i
     log.info("%s", choice.note)
     shares = [m.share if m.name != "teacher" or choice.trained_here else SCORED_TEACHER_SHARE for m in MODELS]
     clock = StageClock([*shares, BENCH_SHARE, BENCH_SHARE])
-    results = train_models(config_dir, out_dir, seed, choice, clock)
+    results = train_models(config_dir, out_dir, seed, choice, clock, jobs)
     clock.begin("benchmark the five models (interleaved rounds) and run the doctor on the distilled students")
     rows = bench_models(results, config_paths(config_dir))
     doctor = doctor_reports(config_dir, results, choice)

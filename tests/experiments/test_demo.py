@@ -12,8 +12,8 @@ from detkd.cli import main
 from detkd.errors import DetkdError
 from detkd.experiments import runner
 from detkd.experiments.demo import MODELS, StageClock, config_paths
-from detkd.experiments.stats import format_seconds
 from detkd.experiments.figures import is_informative_png
+from detkd.experiments.stats import format_seconds
 
 MODEL_KEYS = ("ap50", "map", "latency_ms", "gflops", "params")
 KD_KEYS = ("gain_ap50", "gap_closed")
@@ -60,7 +60,7 @@ def write_toy_configs(root: Path) -> Path:
 
 def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: Path, capsys, monkeypatch) -> None:
     folder, out = write_toy_configs(tmp_path), tmp_path / "report"
-    assert main(["demo", "--data", str(folder), "--out", str(out)]) == 0
+    assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
     printed = capsys.readouterr().out
     assert "student_lowres_kd" in printed and "report.md" in printed
 
@@ -92,8 +92,11 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     def no_training(cfg):
         raise AssertionError("a finished model was trained again")
 
-    monkeypatch.setattr(runner, "train_cell", no_training)
-    assert main(["demo", "--data", str(folder), "--out", str(out)]) == 0
+    # the students ran in two worker processes, each logging to its own file
+    for model in MODELS[1:]:
+        assert "epoch 1" in (out / "runs" / model.name / "log.txt").read_text(), model.name
+    monkeypatch.setattr(runner, "train_cell", no_training)  # in this process: --jobs 1
+    assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "1"]) == 0
     again = json.loads((out / "summary.json").read_text())
     assert again["teacher"]["ap50"] == summary["teacher"]["ap50"]
 
@@ -103,12 +106,13 @@ def test_a_given_or_bundled_teacher_is_scored_not_trained(tmp_path: Path, monkey
 
     folder = write_toy_configs(tmp_path)
     trained = tmp_path / "first"
-    assert main(["demo", "--data", str(folder), "--out", str(trained)]) == 0
+    assert main(["demo", "--data", str(folder), "--out", str(trained), "--jobs", "1"]) == 0
     teacher = trained / "runs" / "teacher" / "last.pt"
     calls = []
     real_train = runner.train_cell
     monkeypatch.setattr(runner, "train_cell", lambda cfg: calls.append(cfg.output_dir) or real_train(cfg))
-    assert main(["demo", "--data", str(folder), "--out", str(tmp_path / "given"), "--teacher", str(teacher)]) == 0
+    assert main(["demo", "--data", str(folder), "--out", str(tmp_path / "given"), "--teacher", str(teacher),
+                 "--jobs", "1"]) == 0
     given = json.loads((tmp_path / "given" / "summary.json").read_text())
     assert given["teacher_source"] == str(teacher) and not any("teacher" in c for c in calls)
     assert given["teacher"]["ap50"] == json.loads((trained / "summary.json").read_text())["teacher"]["ap50"]

@@ -1,0 +1,83 @@
+"""Cells side by side: a few worker processes, each with its share of the CPU threads.
+
+Small detectors trained with batches of a few images use two cores poorly: on the 2-core
+machines detkd is built on, two trainings at one thread each finish sooner than the same two one
+after the other at two threads. :func:`run_cells` hands the cells out longest first (the caller's
+order) to ``jobs`` processes started with ``spawn`` (no copy of the parent's OpenMP or loader
+state); each process writes its log and progress to ``<run_dir>/log.txt`` so that two trainings
+do not interleave on the terminal. A cell's result (or its error) comes back to the parent; a
+killed pool leaves each cell resumable like any other (:mod:`detkd.experiments.runner`).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from detkd.errors import DetkdError
+from detkd.experiments.runner import Cell, CellResult, run_cell
+
+log = logging.getLogger("detkd")
+
+LOG_FILE = "log.txt"
+
+
+def default_jobs(cells: int) -> int:
+    """Two processes where there are at least two cores and two cells, else one."""
+    return 2 if (os.cpu_count() or 1) >= 2 and cells >= 2 else 1
+
+
+def threads_per_job(jobs: int) -> int:
+    """torch's threads shared out: ``max(1, threads // jobs)``."""
+    import torch
+
+    return max(1, torch.get_num_threads() // max(1, jobs))
+
+
+def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
+              on_done: Callable[[CellResult], None] | None = None) -> dict[str, CellResult]:
+    """Run ``(cell, run_dir)`` pairs ``jobs`` at a time (in this order: longest first balances the
+    workers); ``on_done`` is called in the parent as each one ends. -> ``{cell name: result}``.
+    The first error stops the pool (cells not started are cancelled) and is raised here."""
+    threads, results = threads_per_job(jobs), {}
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pending: dict[Future, Cell] = {}
+        for cell, run_dir in cells:
+            pending[pool.submit(run_logged, cell, run_dir, threads)] = cell
+            log.info("%s: queued (log: %s)", cell.name, os.path.join(run_dir, LOG_FILE))
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                cell, error = pending.pop(future), future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    if isinstance(error, BrokenProcessPool):  # killed: out of memory, a signal
+                        raise DetkdError(f"{cell.name}: its worker process died ({error}); start the same "
+                                         "command again to resume, or with --jobs 1") from error
+                    raise error
+                results[cell.name] = future.result()
+                if on_done is not None:
+                    on_done(results[cell.name])
+    return results
+
+
+def run_logged(cell: Cell, run_dir: str, threads: int) -> CellResult:
+    """In a worker: :func:`run_cell` with ``threads`` torch threads, its log (and anything printed)
+    appended to ``<run_dir>/log.txt``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, LOG_FILE), "a", encoding="utf-8") as out:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(out.fileno(), sys.stdout.fileno())
+        os.dup2(out.fileno(), sys.stderr.fileno())
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+        return run_cell(cell, run_dir)

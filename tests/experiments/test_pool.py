@@ -1,0 +1,29 @@
+"""Cells in worker processes: results and errors come back to the parent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from detkd.errors import DetkdError
+from detkd.experiments.pool import LOG_FILE, run_cells, threads_per_job
+from detkd.experiments.runner import Cell
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_an_error_in_a_worker_is_raised_in_the_parent_with_its_message(tmp_path: Path) -> None:
+    config = str(REPO / "configs" / "synth" / "student_small.yaml")
+    cells = [(Cell(f"c{i}", config, checkpoint=str(tmp_path / f"missing{i}.pt")), str(tmp_path / f"c{i}"))
+             for i in range(2)]
+    with pytest.raises(DetkdError, match=r"missing\d\.pt: checkpoint of c\d not found"):
+        run_cells(cells, jobs=2)
+    assert (tmp_path / "c0" / LOG_FILE).exists()  # the worker wrote where the cell runs
+
+
+def test_threads_are_shared_among_the_jobs() -> None:
+    import torch
+
+    assert threads_per_job(1) == torch.get_num_threads()
+    assert threads_per_job(10 * torch.get_num_threads()) == 1
