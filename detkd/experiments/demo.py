@@ -12,7 +12,9 @@ The steps, each resumable (a killed demo started again skips what is done):
    (``distill_small.yaml``: the same student distilled from the teacher), ``student_lowres``
    (``student_lowres.yaml``: the teacher's architecture at a lower input resolution) and
    ``student_lowres_kd`` (``distill_lowres.yaml``). Every model is scored on the test split of
-   the students' data (``student_small.yaml``'s) from its last checkpoint.
+   the students' data (``student_small.yaml``'s) from its last checkpoint. The teacher comes
+   first; the four students then train ``jobs`` at a time, each in its own process with its share
+   of the threads (:mod:`detkd.experiments.pool`; ``jobs=1``: one after the other, here).
 3. ``bench``: latency, FLOPs and parameters of the five models, timed in interleaved rounds
    (:mod:`detkd.bench`); ``doctor``: the doctor's measurements of each distilled student.
 4. ``report``: ``report.md``, the figures and ``summary.json`` (:mod:`detkd.experiments.report`).

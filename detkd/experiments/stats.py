@@ -26,9 +26,14 @@ def gain(student: float | None, baseline: float | None) -> float | None:
     return student - baseline
 
 
+MIN_GAP = 0.01  # 1 AP point: a share of a smaller gap (under one seed's noise) is no number to print
+
+
 def gap_closed(student: float | None, baseline: float | None, teacher: float | None) -> float | None:
-    """``(student - baseline) / (teacher - baseline)``; None without a positive gap or a score."""
-    if student is None or baseline is None or teacher is None or teacher <= baseline:
+    """``(student - baseline) / (teacher - baseline)`` (scores in [0, 1]); None without a score or
+    when the teacher is not at least :data:`MIN_GAP` above the baseline (e.g. a student that
+    starts from the teacher's weights and already matches it: 0.4 / 0.04 is not "1000 %")."""
+    if student is None or baseline is None or teacher is None or teacher - baseline < MIN_GAP:
         return None
     return (student - baseline) / (teacher - baseline)
 

@@ -21,6 +21,8 @@ def test_gain_and_gap_closed_on_known_numbers() -> None:
 def test_no_gap_or_no_score_is_none() -> None:
     assert gap_closed(0.70, 0.60, 0.60) is None  # teacher == baseline: no gap
     assert gap_closed(0.70, 0.60, 0.50) is None  # teacher below the baseline
+    assert gap_closed(0.604, 0.60, 0.602) is None  # a gap under one AP point: no share printed
+    assert gap_closed(0.605, 0.60, 0.61) == pytest.approx(0.5)
     assert gap_closed(None, 0.60, 0.80) is None
     assert gap_closed(0.70, None, 0.80) is None
     assert gap_closed(0.70, 0.60, None) is None
