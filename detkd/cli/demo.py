@@ -34,7 +34,8 @@ model's detections), summary.json, and runs/<model>/ (each model's run folder).
 
 The four students train two at a time, one thread each, where there are two cores or more
 (--jobs 1: one after the other, with all threads); each one's log is then in
-runs/<model>/log.txt and the terminal says when each ends.
+runs/<model>/log.txt, and the terminal shows every 30 s the latest line of each running one
+and says when each ends.
 
 A demo that is stopped resumes when started again with the same arguments: finished models are
 read back, the model in training continues from its last checkpoint.

@@ -25,6 +25,7 @@ from detkd.experiments.runner import Cell, CellResult, run_cell
 log = logging.getLogger("detkd")
 
 LOG_FILE = "log.txt"
+HEARTBEAT_S = 30.0  # how often the parent says where the running cells are
 
 
 def default_jobs(cells: int) -> int:
@@ -47,14 +48,17 @@ def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
     threads, results = threads_per_job(jobs), {}
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        pending: dict[Future, Cell] = {}
+        pending: dict[Future, tuple[Cell, str]] = {}
         for cell, run_dir in cells:
-            pending[pool.submit(run_logged, cell, run_dir, threads)] = cell
+            pending[pool.submit(run_logged, cell, run_dir, threads)] = (cell, run_dir)
             log.info("%s: queued (log: %s)", cell.name, os.path.join(run_dir, LOG_FILE))
         while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait(pending, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
+            if not done:
+                log.info("running: %s", "; ".join(f"{c.name}: {last_line(d)}" for f, (c, d) in pending.items()
+                                                  if f.running()))
             for future in done:
-                cell, error = pending.pop(future), future.exception()
+                (cell, _), error = pending.pop(future), future.exception()
                 if error is not None:
                     for other in pending:
                         other.cancel()
@@ -66,6 +70,16 @@ def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
                 if on_done is not None:
                     on_done(results[cell.name])
     return results
+
+
+def last_line(run_dir: str, width: int = 72) -> str:
+    """The last line of a cell's log (its latest progress), at most ``width`` characters."""
+    try:
+        with open(os.path.join(run_dir, LOG_FILE), encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f.read()[-4096:].splitlines() if line.strip()]
+    except OSError:
+        return "starting"
+    return (lines[-1] if lines else "starting")[:width]
 
 
 def run_logged(cell: Cell, run_dir: str, threads: int) -> CellResult:

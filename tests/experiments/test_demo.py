@@ -4,13 +4,14 @@ file of the report with real content, and a second run that reads everything bac
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 
 from detkd.cli import main
 from detkd.errors import DetkdError
-from detkd.experiments import runner
+from detkd.experiments import pool, runner
 from detkd.experiments.demo import MODELS, StageClock, config_paths
 from detkd.experiments.figures import is_informative_png
 from detkd.experiments.stats import format_seconds
@@ -58,10 +59,14 @@ def write_toy_configs(root: Path) -> Path:
     return folder
 
 
-def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: Path, capsys, caplog,
+                                                                      monkeypatch) -> None:
     folder, out = write_toy_configs(tmp_path), tmp_path / "report"
-    assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
+    monkeypatch.setattr(pool, "HEARTBEAT_S", 0.5)
+    with caplog.at_level(logging.INFO, logger="detkd"):
+        assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
     printed = capsys.readouterr().out
+    assert "running: student_" in caplog.text  # the parent says where the workers are
     assert "student_lowres_kd" in printed and "report.md" in printed
 
     summary = json.loads((out / "summary.json").read_text())

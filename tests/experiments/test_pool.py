@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from detkd.errors import DetkdError
-from detkd.experiments.pool import LOG_FILE, run_cells, threads_per_job
+from detkd.experiments.pool import LOG_FILE, last_line, run_cells, threads_per_job
 from detkd.experiments.runner import Cell
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,3 +27,10 @@ def test_threads_are_shared_among_the_jobs() -> None:
 
     assert threads_per_job(1) == torch.get_num_threads()
     assert threads_per_job(10 * torch.get_num_threads()) == 1
+
+
+def test_the_heartbeat_shows_each_running_cells_latest_log_line(tmp_path: Path) -> None:
+    assert last_line(str(tmp_path)) == "starting"  # no log yet
+    (tmp_path / LOG_FILE).write_text("training on 288 images\nepoch 2 iter 40/72: loss 1.2 eta 00:31\n\n")
+    assert last_line(str(tmp_path)) == "epoch 2 iter 40/72: loss 1.2 eta 00:31"
+    assert len(last_line(str(tmp_path), width=7)) == 7
