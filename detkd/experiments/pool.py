@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -45,7 +46,7 @@ def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
     """Run ``(cell, run_dir)`` pairs ``jobs`` at a time (in this order: longest first balances the
     workers); ``on_done`` is called in the parent as each one ends. -> ``{cell name: result}``.
     The first error stops the pool (cells not started are cancelled) and is raised here."""
-    threads, results = threads_per_job(jobs), {}
+    threads, results, start = threads_per_job(jobs), {}, time.time()
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
         pending: dict[Future, tuple[Cell, str]] = {}
@@ -55,8 +56,8 @@ def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
         while pending:
             done, _ = wait(pending, timeout=HEARTBEAT_S, return_when=FIRST_COMPLETED)
             if not done:
-                log.info("running: %s", "; ".join(f"{c.name}: {last_line(d)}" for f, (c, d) in pending.items()
-                                                  if f.running()))
+                log.info("running: %s", "; ".join(f"{c.name}: {last_line(d)}" for c, d in pending.values()
+                                                  if started_since(d, start)))
             for future in done:
                 (cell, _), error = pending.pop(future), future.exception()
                 if error is not None:
@@ -70,6 +71,15 @@ def run_cells(cells: Sequence[tuple[Cell, str]], jobs: int,
                 if on_done is not None:
                     on_done(results[cell.name])
     return results
+
+
+def started_since(run_dir: str, since: float) -> bool:
+    """Whether a worker has begun the cell in ``run_dir`` since ``since`` (its log was written:
+    a queued cell's log is absent or older)."""
+    try:
+        return os.path.getmtime(os.path.join(run_dir, LOG_FILE)) >= since
+    except OSError:
+        return False
 
 
 def last_line(run_dir: str, width: int = 72) -> str:
@@ -94,4 +104,5 @@ def run_logged(cell: Cell, run_dir: str, threads: int) -> CellResult:
         os.dup2(out.fileno(), sys.stdout.fileno())
         os.dup2(out.fileno(), sys.stderr.fileno())
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
+        log.info("%s: started in worker process %d with %d thread(s)", cell.name, os.getpid(), threads)
         return run_cell(cell, run_dir)

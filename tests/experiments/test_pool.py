@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from detkd.errors import DetkdError
-from detkd.experiments.pool import LOG_FILE, last_line, run_cells, threads_per_job
+from detkd.experiments.pool import (
+    LOG_FILE,
+    last_line,
+    run_cells,
+    started_since,
+    threads_per_job,
+)
 from detkd.experiments.runner import Cell
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,3 +40,6 @@ def test_the_heartbeat_shows_each_running_cells_latest_log_line(tmp_path: Path) 
     (tmp_path / LOG_FILE).write_text("training on 288 images\nepoch 2 iter 40/72: loss 1.2 eta 00:31\n\n")
     assert last_line(str(tmp_path)) == "epoch 2 iter 40/72: loss 1.2 eta 00:31"
     assert len(last_line(str(tmp_path), width=7)) == 7
+    written = (tmp_path / LOG_FILE).stat().st_mtime
+    assert started_since(str(tmp_path), written) and not started_since(str(tmp_path), written + 60)
+    assert not started_since(str(tmp_path / "queued"), 0.0)  # no log: not started
