@@ -83,10 +83,12 @@ def started_since(run_dir: str, since: float) -> bool:
 
 
 def last_line(run_dir: str, width: int = 72) -> str:
-    """The last line of a cell's log (its latest progress), at most ``width`` characters."""
+    """The last line of a cell's log (its latest progress), at most ``width`` characters; only
+    the log's last 4 KiB are read."""
     try:
-        with open(os.path.join(run_dir, LOG_FILE), encoding="utf-8", errors="replace") as f:
-            lines = [line.strip() for line in f.read()[-4096:].splitlines() if line.strip()]
+        with open(os.path.join(run_dir, LOG_FILE), "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [line.strip() for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
     except OSError:
         return "starting"
     return (lines[-1] if lines else "starting")[:width]
