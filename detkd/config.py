@@ -313,7 +313,8 @@ class RegTermSection:
     enabled: bool = opt(True, "add the bounded regression term")
     nu: float = opt(0.5, "nu, its weight (paper: 0.5)", bounds=NON_NEGATIVE)
     margin: float = opt(0.0, "m: the term vanishes once the student beats the teacher by m", bounds=NON_NEGATIVE)
-    bounded: bool = opt(True, "false: plain L2 to the ground truth on every foreground sample (the L2 ablation)")
+    bounded: bool = opt(True, "false: plain L2 to the teacher's deltas on every foreground sample "
+                        "(Table 4's L2 row: the student mimics the teacher, unbounded)")
 
 
 @dataclass

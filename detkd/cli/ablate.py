@@ -16,7 +16,7 @@ with the paper's settings, mu=0.5, T=1, nu=0.5, gamma=0.5, whatever the config's
             student starts (student.init: teacher -> from the teacher's weights)
   cls       soft CE on RPN and RoI head, no background weight (bg_weight=1.0)
   cls_w     soft CE with background weight 1.5 (the paper's w0)
-  l2        plain L2 regression to the ground truth (bounded=false)
+  l2        plain L2 regression to the teacher's outputs, unbounded (bounded=false)
   l2_b      teacher-bounded L2 regression (bounded=true)
   hints     FPN hints without adaptation layers; only when student and teacher FPN channels
             are equal, else reported as n/a and not run
@@ -48,6 +48,12 @@ resumable: every row and seed is a run in OUT/<row>/seed<S>. A finished one (cel
 read back, a killed one resumes from its last.pt; start the same command again to go on.
 OUT/plan.json records CONFIG and the overrides; another setting on the same OUT is refused.
 
+--jobs N trains N cells at a time, each in its own process with torch's threads shared among
+them, its log in OUT/<row>/seed<S>/log.txt (the terminal shows every 30 s the latest line of
+each running cell). On 2 cores, --jobs 2 (one thread each) finishes a grid sooner than one cell
+after the other at two threads. A cell's numbers can depend on its thread count in the last
+bits: keep the same --jobs (or train.threads) on one OUT so that the pairs stay exact.
+
 outputs in OUT (rewritten after every cell): table4.md/.csv (AP50 and mAP mean ± std over
 seeds, AP50 gain over the baseline, paired gain with ci95_low / ci95_high, share of the
 teacher-baseline gap closed), table5.md/.csv
@@ -57,7 +63,7 @@ AP50: VOC all-point AP at IoU 0.5 (voc.mAP); mAP: COCO AP@[.5:.95] (coco.AP).
 
 examples:
   detkd ablate configs/synth/distill_small.yaml --seeds 3
-  detkd ablate configs/bccd/distill_lowres.yaml --seeds 3 --split val
+  detkd ablate configs/bccd/distill_lowres.yaml --seeds 3 --split val --jobs 2
   detkd ablate configs/bccd/distill_small.yaml --split val --variant pkd2 distill.hint.gamma=2 \
       --variant add distill.rcn_cls.mode=add
   detkd ablate configs/synth/distill_lowres.yaml --seeds 1 --rows cls_w,all --terms dist train.epochs=2"""
@@ -77,6 +83,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(e.g. val, to choose settings without the test split)")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",
                         help="a row of the config's own settings with these overrides (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, metavar="N",
+                        help="cells trained at the same time, torch's threads shared among them (default: 1)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every cell, "
                         "e.g. train.epochs=2")
     parser.set_defaults(func=run)
@@ -88,12 +96,15 @@ def names(text: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from detkd.errors import DetkdError
     from detkd.experiments.ablate import plan_ablation, run_ablation, table4_markdown, table5_markdown
 
+    if args.jobs < 1:
+        raise DetkdError(f"--jobs {args.jobs}: give 1 or more")
     plan = plan_ablation(args.config, seeds=args.seeds, out_dir=args.out, rows=names(args.rows) or None,
                          terms=names(args.terms), split=args.split, overrides=args.overrides,
                          variants=args.variant)
-    summary = run_ablation(plan)
+    summary = run_ablation(plan, jobs=args.jobs)
     print(table4_markdown(summary))
     print(table5_markdown(summary))
     print(f"outputs in {os.path.abspath(plan.out_dir)}")

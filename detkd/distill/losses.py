@@ -7,6 +7,7 @@ Chen et al., *Learning Efficient Object Detection Models with Knowledge Distilla
 - :func:`objectness_soft_ce` — the same on the RPN's single objectness logit, read as the 2-way
   distribution (background, object) = (1 - sigma(z/T), sigma(z/T));
 - :func:`bounded_l2` — eq. 4, the teacher-bounded regression term, per sample;
+- :func:`teacher_l2` — the unbounded alternative of Table 4's "L2" row: regress to the teacher;
 - :func:`hint_loss` — eq. 5/6, L2 or L1 between adapted student and teacher feature maps;
 - :func:`pkd_loss` — Cao et al. 2022 (PKD), the hint on per-channel standardised maps;
 - :func:`attention_transfer` — Zagoruyko & Komodakis 2016, a hint without adaptation;
@@ -105,6 +106,23 @@ def bounded_l2(student: Tensor, teacher: Tensor, target: Tensor, margin: float =
     err_t = (teacher.detach() - target).pow(2).sum(dim=1)
     active = (err_s.detach() + margin > err_t).to(err_s.dtype)
     return (err_s * active).sum() / max(normalizer or student.shape[0], 1)
+
+
+def teacher_l2(student: Tensor, teacher: Tensor, target: Tensor | None = None,
+               normalizer: int | None = None) -> Tensor:
+    """The "L2" row of Chen et al.'s Table 4: ``||R_s - R_t||^2`` on every sample, the student
+    regressing straight to the teacher's outputs (the mimicry that eq. 4 replaces, since a wrong
+    teacher then pulls the student away from the ground truth).
+
+    Args:
+        student, teacher: ``[P, 4]`` encoded box deltas of the same P foreground samples.
+        target: unused (the signature of :func:`bounded_l2`, so the two are interchangeable).
+        normalizer: N of eq. 1, as in :func:`bounded_l2`; default P.
+    Returns: the sum of the squared differences divided by N; 0 for P = 0.
+    """
+    if student.numel() == 0:
+        return student.sum() * 0.0
+    return (student - teacher.detach()).pow(2).sum() / max(normalizer or student.shape[0], 1)
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -264,6 +282,7 @@ for _loss in (
     DistillLoss("dist", "logits", dist_loss),
     DistillLoss("objectness_soft_ce", "objectness", objectness_soft_ce),
     DistillLoss("bounded_l2", "regression", bounded_l2),
+    DistillLoss("teacher_l2", "regression", teacher_l2),
     DistillLoss("hint_l2", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l2")),
     DistillLoss("hint_l1", "feature", lambda s, t, mask=None: hint_loss(s, t, mask, "l1")),
     DistillLoss("attention", "feature", attention_transfer),

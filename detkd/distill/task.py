@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import ClsTermSection, DistillSection, HintSection, RegTermSection
-from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, weighted_soft_ce
+from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, teacher_l2, weighted_soft_ce
 from detkd.distill.masks import object_masks
 from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
 from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
@@ -232,13 +232,11 @@ def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection) -> Tensor:
 
 
 def reg_term(student: Tensor, teacher: Tensor, target: Tensor, cfg: RegTermSection, normalizer: int) -> Tensor:
-    """Eq. 4 (``bounded``), or plain L2 to the target on every foreground sample (the L2
-    ablation); both divided by ``normalizer``, eq. 1's N: all sampled anchors or proposals."""
+    """Eq. 4 (``bounded``), or plain L2 to the teacher's deltas on every foreground sample (Table
+    4's L2 row); both divided by ``normalizer``, eq. 1's N: all sampled anchors or proposals."""
     if cfg.bounded:
         return bounded_l2(student, teacher, target, cfg.margin, normalizer)
-    if student.numel() == 0:
-        return student.sum() * 0.0
-    return (student - target).pow(2).sum() / max(normalizer, 1)
+    return teacher_l2(student, teacher, normalizer=normalizer)
 
 
 def teacher_at_anchors(out: StudentOutputs, teacher: TeacherOutputs, pairing: LevelPairing,

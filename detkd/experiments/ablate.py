@@ -112,7 +112,7 @@ ROWS: dict[str, Row] = {r.name: r for r in (
     Row("baseline", "Baseline: the student trained alone", plain=True),
     Row("cls", "CLS: soft CE on RPN and RoI head, no background weight", CLS),
     Row("cls_w", "CLS-W: soft CE, background weight 1.5", CLS_W),
-    Row("l2", "L2: plain L2 regression to the ground truth", L2),
+    Row("l2", "L2: plain L2 regression to the teacher's outputs (unbounded)", L2),
     Row("l2_b", "L2-B: teacher-bounded L2 regression", L2_B),
     Row("hints", "Hints: FPN hints without adaptation layers", HINTS, same_channels=True),
     Row("hints_a", "Hints-A: FPN hints through 1x1-conv adaptation layers", HINTS_A),
@@ -319,20 +319,55 @@ class Progress:
         return result
 
 
-def run_ablation(plan: AblationPlan) -> dict[str, Any]:
+def run_ablation(plan: AblationPlan, jobs: int = 1) -> dict[str, Any]:
     """Run (or read back) every cell of ``plan``, rewriting the outputs after each; -> the
-    content of ``ablation.json``."""
+    content of ``ablation.json``. ``jobs`` > 1: the unfinished cells ``jobs`` at a time, each in
+    its own process with its share of the threads (:func:`run_side_by_side`)."""
     check_plan_file(plan)
     log_teacher(plan)
     for row, reason in plan.unavailable.items():
         log.info("%s: n/a (%s), not run", row, reason)
     progress = Progress([plan.teacher_dir, *(c.run_dir for c in plan.cells)])
     teacher = progress.run(plan.teacher, plan.teacher_dir)
+    if jobs > 1:
+        return run_side_by_side(plan, teacher, jobs)
     results: dict[tuple[str, int], CellResult] = {}
     for planned in plan.cells:  # never empty: the baseline is always there
         results[(planned.row, planned.seed)] = progress.run(planned.cell, planned.run_dir)
         summary = write_outputs(plan.out_dir, summarize(plan, teacher, results))
     return summary
+
+
+def run_side_by_side(plan: AblationPlan, teacher: CellResult, jobs: int) -> dict[str, Any]:
+    """The cells of ``plan`` after the teacher: finished ones read back, the others ``jobs`` at a
+    time (:func:`detkd.experiments.pool.run_cells`, in the plan's order), the outputs rewritten as
+    each one ends; -> the content of ``ablation.json``."""
+    from detkd.experiments.pool import run_cells
+
+    results: dict[tuple[str, int], CellResult] = {}
+    todo = []
+    for p in plan.cells:
+        if os.path.exists(os.path.join(p.run_dir, CELL_FILE)):
+            results[(p.row, p.seed)] = run_cell(p.cell, p.run_dir)
+        else:
+            todo.append(p)
+    by_name, start = {p.cell.name: p for p in todo}, time.perf_counter()
+
+    def finished(result: CellResult) -> None:
+        p = by_name[result.name]
+        results[(p.row, p.seed)] = result
+        log.info("[cell %d/%d] %s: done (elapsed %s)", len(results) + 1, len(plan.cells) + 1, result.name,
+                 format_seconds(time.perf_counter() - start))
+        write_outputs(plan.out_dir, summarize(plan, teacher, in_plan_order(plan, results)))
+
+    log.info("%d cell(s) finished earlier, %d to run, %d at a time", len(results), len(todo), jobs)
+    run_cells([(p.cell, p.run_dir) for p in todo], jobs, on_done=finished)
+    return write_outputs(plan.out_dir, summarize(plan, teacher, in_plan_order(plan, results)))
+
+
+def in_plan_order(plan: AblationPlan, results: Mapping[tuple[str, int], CellResult]) -> dict[tuple[str, int], CellResult]:
+    """``results`` in the order of ``plan.cells`` (cells side by side end in any order)."""
+    return {(p.row, p.seed): results[(p.row, p.seed)] for p in plan.cells if (p.row, p.seed) in results}
 
 
 def log_teacher(plan: AblationPlan) -> None:

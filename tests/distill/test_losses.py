@@ -18,6 +18,7 @@ from detkd.distill.losses import (
     objectness_soft_ce,
     pkd_loss,
     standardize,
+    teacher_l2,
     weighted_soft_ce,
 )
 
@@ -205,15 +206,26 @@ def test_every_registered_loss(name: str) -> None:
         assert at_teacher.item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_teacher_l2_regresses_to_the_teacher_not_the_target() -> None:
+    student = torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0]], requires_grad=True)
+    teacher = torch.tensor([[0.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    loss = teacher_l2(student, teacher, teacher + 5.0, normalizer=4)  # the target plays no part
+    assert loss.item() == pytest.approx((1 + 1) / 4)  # every sample counts, however good: no bound
+    loss.backward()
+    assert student.grad.flatten().tolist() == pytest.approx([0.5, 0, 0, 0, 0, 0.5, 0, 0])  # 2 (R_s - R_t) / N
+    assert teacher_l2(student, teacher).item() == pytest.approx(2 / 2)  # default N: the P samples
+
+
 def test_empty_inputs_give_zero() -> None:
     empty = torch.zeros(0, 4, requires_grad=True)
     assert weighted_soft_ce(empty, empty).item() == 0.0
     assert bounded_l2(empty, empty, empty).item() == 0.0
+    assert teacher_l2(empty, empty).item() == 0.0
     assert objectness_soft_ce(torch.zeros(0), torch.zeros(0)).item() == 0.0
 
 
 def test_required_names_are_registered() -> None:
-    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton", "pkd"}
+    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "teacher_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton", "pkd"}
     assert names <= set(DISTILL_LOSSES.names())
 
 

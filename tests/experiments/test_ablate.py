@@ -301,6 +301,23 @@ def test_killed_cell_resumes_from_last_pt(toy: dict, monkeypatch: pytest.MonkeyP
     assert (out / "table4.csv").read_text() == before  # it ended where it was: same checkpoint, same scores
 
 
+def test_cells_side_by_side_give_the_same_tables(toy: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs 2: both unfinished cells go to worker processes (each resumes its finished last.pt
+    there: nothing left to train, scored again) and the tables come back identical."""
+    out, args = toy["out"], toy["args"]
+    before = {name: (out / name).read_text() for name in ("table4.csv", "table5.csv", "table4.md")}
+    for row in ("baseline", "cls_w"):
+        (out / row / "seed0" / runner.CELL_FILE).unlink()
+    assert main(["ablate", args["config"], "--seeds", "1", "--out", args["out_dir"], "--rows", "cls_w,hints",
+                 "--jobs", "2", *args["overrides"]]) == 0
+    assert {name: (out / name).read_text() for name in before} == before
+    for row in ("baseline", "cls_w"):  # each was run by a worker, which logged to the cell's folder
+        assert "started in worker process" in (out / row / "seed0" / "log.txt").read_text()
+    assert "outputs in" in capsys.readouterr().out
+    assert main(["ablate", args["config"], "--jobs", "0"]) == 2
+    assert "--jobs 0: give 1 or more" in capsys.readouterr().err
+
+
 def test_given_teacher_checkpoint_is_scored_not_trained(toy: dict, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     args, out = toy["args"], tmp_path / "given"
