@@ -96,11 +96,10 @@ def names(text: str | None) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detkd.errors import DetkdError
     from detkd.experiments.ablate import plan_ablation, run_ablation, table4_markdown, table5_markdown
+    from detkd.experiments.pool import check_jobs
 
-    if args.jobs < 1:
-        raise DetkdError(f"--jobs {args.jobs}: give 1 or more")
+    check_jobs(args.jobs)
     plan = plan_ablation(args.config, seeds=args.seeds, out_dir=args.out, rows=names(args.rows) or None,
                          terms=names(args.terms), split=args.split, overrides=args.overrides,
                          variants=args.variant)

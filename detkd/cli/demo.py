@@ -68,15 +68,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detkd.errors import DetkdError
     from detkd.experiments.demo import MODELS, baselines, default_out_dir, run_demo
-    from detkd.experiments.pool import default_jobs
+    from detkd.experiments.pool import check_jobs, default_jobs
     from detkd.experiments.report import summary_table
 
-    if args.jobs is not None and args.jobs < 1:
-        raise DetkdError(f"--jobs {args.jobs}: give 1 or more")
     out = args.out or default_out_dir(args.data, args.seed)
-    jobs = args.jobs if args.jobs is not None else default_jobs(len(MODELS) - 1)
+    jobs = check_jobs(args.jobs) if args.jobs is not None else default_jobs(len(MODELS) - 1)
     summary = run_demo(args.data, out, args.seed, teacher=args.teacher, train_teacher=args.train_teacher, jobs=jobs)
     print(f"\ndemo wall time {summary['wall_s']:.0f} s, teacher: {summary['teacher_source']}\n")
     print(summary_table(summary, [m.name for m in MODELS], baselines()))

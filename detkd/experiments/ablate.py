@@ -39,7 +39,7 @@ from typing import Any
 
 from detkd.config import DistillConfig, is_distill_config, load_config
 from detkd.errors import DetkdError
-from detkd.experiments.runner import AP50_METRIC, CELL_FILE, MAP_METRIC, Cell, CellResult, run_cell
+from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, Cell, CellResult, cell_finished, run_cell
 from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
 from detkd.utils.io import atomic_write
 
@@ -305,8 +305,8 @@ class Progress:
 
     def run(self, cell: Cell, run_dir: str) -> CellResult:
         """Run one cell (the next one of ``run_dirs``), logging before it."""
-        finished = os.path.exists(os.path.join(run_dir, CELL_FILE))
-        pending = sum(not os.path.exists(os.path.join(d, CELL_FILE)) for d in self.run_dirs[self.done:])
+        finished = cell_finished(run_dir)
+        pending = sum(not cell_finished(d) for d in self.run_dirs[self.done:])
         elapsed = time.perf_counter() - self.start
         left = f", about {format_seconds(pending * sum(self.trained) / len(self.trained))} left" if self.trained else ""
         state = "finished earlier, read back" if finished else f"elapsed {format_seconds(elapsed)}{left}"
@@ -347,7 +347,7 @@ def run_side_by_side(plan: AblationPlan, teacher: CellResult, jobs: int) -> dict
     results: dict[tuple[str, int], CellResult] = {}
     todo = []
     for p in plan.cells:
-        if os.path.exists(os.path.join(p.run_dir, CELL_FILE)):
+        if cell_finished(p.run_dir):
             results[(p.row, p.seed)] = run_cell(p.cell, p.run_dir)
         else:
             todo.append(p)

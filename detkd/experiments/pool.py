@@ -29,6 +29,13 @@ LOG_FILE = "log.txt"
 HEARTBEAT_S = 30.0  # how often the parent says where the running cells are
 
 
+def check_jobs(jobs: int) -> int:
+    """``jobs`` itself, or a :class:`DetkdError` naming ``--jobs`` when it is under 1."""
+    if jobs < 1:
+        raise DetkdError(f"--jobs {jobs}: give 1 or more")
+    return jobs
+
+
 def default_jobs(cells: int) -> int:
     """Two processes where there are at least two cores and two cells, else one."""
     return 2 if (os.cpu_count() or 1) >= 2 and cells >= 2 else 1

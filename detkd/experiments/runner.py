@@ -92,10 +92,15 @@ def split_name(cfg: Config, split: str) -> str | None:
     return split
 
 
+def cell_finished(run_dir: str) -> bool:
+    """Whether the cell in ``run_dir`` has ended: its ``cell.json`` is written."""
+    return os.path.exists(os.path.join(run_dir, CELL_FILE))
+
+
 def run_cell(cell: Cell, run_dir: str) -> CellResult:
     """Train and score ``cell`` in ``run_dir``, or read it back when it is finished (``cell.json``)."""
     done = os.path.join(run_dir, CELL_FILE)
-    if os.path.exists(done):
+    if cell_finished(run_dir):
         log.info("%s: finished earlier, read from %s", cell.name, done)
         return dataclasses.replace(read_cell(done, cell), reused=True)
     os.makedirs(run_dir, exist_ok=True)

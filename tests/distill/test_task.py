@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkd.config import DistillConfig, config_to_dict, load_config
+from detkd.config import DistillConfig, RegTermSection, config_to_dict, load_config
 from detkd.data.synth import SYNTH_CLASSES
 from detkd.distill.build import build_distill_task
+from detkd.distill.task import reg_term
 from detkd.errors import DetkdError
 from detkd.models import build_model
 
@@ -303,3 +304,13 @@ def test_a_damaged_teacher_file_is_one_clear_error(teacher_files: tuple[Path, Pa
     broken.write_bytes(checkpoint.read_bytes()[:1000])  # a truncated copy
     with pytest.raises(DetkdError, match=f"{broken}: not a readable checkpoint"):
         build_distill_task(distill_config("small", (config, broken)), NUM_CLASSES)
+
+
+def test_unbounded_reg_term_regresses_to_the_teacher() -> None:
+    """``bounded: false`` (Table 4's L2 row) pulls the student toward the teacher's deltas, not the
+    ground truth's: the target plays no part, and every sample counts."""
+    student = torch.tensor([[1.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    teacher = torch.tensor([[0.0, 0, 0, 0], [0, 1.0, 0, 0]])
+    target = student.clone()  # the student is exactly right: an L2 to the target would be 0
+    assert reg_term(student, teacher, target, RegTermSection(bounded=False), 4).item() == pytest.approx(2 / 4)
+    assert reg_term(student, teacher, target, RegTermSection(bounded=True), 4).item() == 0.0

@@ -146,3 +146,9 @@ def test_the_clock_scales_the_elapsed_time_by_the_shares_left() -> None:
     assert clock.left() == pytest.approx(30.0, abs=1.0)
     assert StageClock([1.0, 3.0]).left() is None  # nothing done yet: no estimate
     assert format_seconds(75) == "1m15s" and format_seconds(9.6) == "10s"
+
+
+def test_demo_refuses_jobs_under_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--jobs", "0"]) == 2
+    assert "--jobs 0: give 1 or more" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()  # refused before anything is written
