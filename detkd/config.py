@@ -125,6 +125,31 @@ class SynthSection:
 
 
 @dataclass
+class UnlabeledSection:
+    """A transfer set (Hinton et al. 2015): images without labels that the teacher annotates for the
+    student. Distillation runs only; give one source (``split``, ``folder`` or ``synth_images``)."""
+
+    split: str | None = opt(None, "a split of data.root whose annotations are ignored (its images only)")
+    folder: str | None = opt(None, "a folder of images (.jpg, .jpeg, .png, .bmp), read in name order")
+    synth_images: int = opt(0, "synth: the first N training images of the same seed and profile after the labelled "
+                            "ones (for the demo: the teacher's own training images)", bounds=NON_NEGATIVE)
+    share: float = opt(0.5, "share of each epoch's samples drawn from the transfer set; an epoch keeps the labelled "
+                       "split's length, so the run takes as many steps as without it", bounds=Range(0, 1, True, True))
+    score_threshold: float = opt(0.5, "the teacher's detections scoring at least this are a transfer image's boxes",
+                                 bounds=Range(0, 1, hi_open=True))
+
+    def sources(self) -> list[str]:
+        """The sources given, by key name."""
+        return [k for k, on in (("split", self.split), ("folder", self.folder), ("synth_images", self.synth_images)) if on]
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        given = self.sources()
+        if len(given) > 1:
+            return [(tuple(given), f"and {', '.join(repr(g) for g in given[1:])}: give one source of unlabeled images")]
+        return []
+
+
+@dataclass
 class DataSection:
     """The dataset: its format on disk, splits, classes and training augmentation."""
 
@@ -144,6 +169,7 @@ class DataSection:
     num_workers: int = opt(2, "data-loading worker processes per training process", bounds=NON_NEGATIVE)
     augment: AugmentSection = section(AugmentSection)
     synth: SynthSection = section(SynthSection)
+    unlabeled: UnlabeledSection = section(UnlabeledSection)
 
 
 def iou_order(fg: float, bg: float) -> list[tuple[tuple[str, ...], str]]:

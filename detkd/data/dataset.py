@@ -59,11 +59,14 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         index: the parsed dataset.
         augment: a callable ``(image_uint8_hwc, record) -> (image, record)`` applied before the
             conversion to a tensor (see :mod:`detkd.data.transforms`); None for evaluation.
+        unlabeled_from: records from this position on are a transfer set (no annotations; see
+            :mod:`detkd.data.transfer`): every target then has ``unlabeled``, a bool scalar.
     """
 
-    def __init__(self, index: DatasetIndex, augment: Any | None = None) -> None:
+    def __init__(self, index: DatasetIndex, augment: Any | None = None, unlabeled_from: int | None = None) -> None:
         self.index = index
         self.augment = augment
+        self.unlabeled_from = unlabeled_from
 
     @property
     def records(self) -> list[ImageRecord]:
@@ -82,7 +85,10 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, Target]]):
         if self.augment is not None:
             image, record = self.augment(image, record)
         tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255)
-        return tensor, record_to_target(record)
+        target = record_to_target(record)
+        if self.unlabeled_from is not None:
+            target["unlabeled"] = torch.tensor(i >= self.unlabeled_from)
+        return tensor, target
 
 
 def record_to_target(record: ImageRecord) -> Target:

@@ -52,7 +52,7 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     if terms.hint.enabled:
         hint_level_weights(terms.hint, [1] * len(hinted_pairs(pairing, terms)))  # checks level_weights
     return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched,
-                       diagnose_every=cfg.distill.diagnose_every)
+                       diagnose_every=cfg.distill.diagnose_every, pseudo_threshold=cfg.data.unlabeled.score_threshold)
 
 
 def resolve_student_init(cfg: DistillConfig) -> DistillConfig:

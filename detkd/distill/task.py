@@ -23,7 +23,7 @@ from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce,
 from detkd.distill.masks import object_masks
 from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
 from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
-from detkd.distill.teacher import TeacherOutputs, run_teacher, teacher_roi_outputs
+from detkd.distill.teacher import TeacherOutputs, run_teacher, teacher_detections, teacher_roi_outputs
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -98,23 +98,43 @@ class DistillTask:
     rpn_pairs: tuple[tuple[str, str], ...] = ()
     find_unused_parameters: bool = False
     diagnose_every: int = 0  # distill.diagnose_every: gradient shares every N steps (0: never)
+    pseudo_threshold: float = 0.5  # data.unlabeled.score_threshold
     steps: int = 0
     records: list[dict] = field(default_factory=list)
+    labels_unlabeled: bool = True  # the engine may give it a transfer set: the teacher labels it
 
     @property
     def detector(self) -> FasterRCNN:
         return self.module.student
 
     def step(self, model: nn.Module, images: list[Tensor], targets: list[dict]) -> dict[str, Tensor]:
-        """Student pass (through ``model``, DDP-wrapped or not), teacher pass, all terms."""
+        """Teacher pass; the teacher's detections as the boxes of transfer-set images; student pass
+        (through ``model``, DDP-wrapped or not); all terms. The teacher draws no random numbers, so
+        the student's draws are those of its baseline."""
         self.teacher.to(images[0].device)
-        out: StudentOutputs = model(images, targets)
         teacher = run_teacher(self.teacher, images)
+        targets = self.label_unlabeled(images, targets, teacher)
+        out: StudentOutputs = model(images, targets)
         losses = self.losses(out, teacher)
         self.steps += 1
         if self.diagnose_every and self.steps % self.diagnose_every == 0:
             self.records.append(self.diagnose(losses))
         return losses
+
+    def label_unlabeled(self, images: list[Tensor], targets: list[dict], teacher: TeacherOutputs) -> list[dict]:
+        """``targets`` with the transfer-set images' (``unlabeled``) boxes and labels replaced by the
+        teacher's detections scoring at least ``pseudo_threshold`` (Hinton et al. 2015's transfer set;
+        the soft terms apply to them as to every image)."""
+        which = [i for i, t in enumerate(targets) if bool(t.get("unlabeled", False))]
+        if not which:
+            return targets
+        sizes = [tuple(images[i].shape[-2:]) for i in which]
+        found = teacher_detections(self.teacher, teacher, which, sizes, self.pseudo_threshold)
+        targets = list(targets)
+        for i, det in zip(which, found):
+            targets[i] = {**targets[i], "boxes": det["boxes"], "labels": det["labels"],
+                          "difficult": torch.zeros_like(det["labels"], dtype=torch.bool)}
+        return targets
 
     def diagnose(self, losses: dict[str, Tensor]) -> dict:
         """Each term's share of the gradient norm per student module (``detkd doctor``'s balance),

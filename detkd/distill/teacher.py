@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from detkd.config import ModelSection
 from detkd.errors import DetkdError
@@ -55,6 +57,7 @@ class TeacherOutputs:
     features: OrderedDict[str, Tensor]
     objectness: list[Tensor]
     rpn_deltas: list[Tensor]
+    padded_size: tuple[int, int] | None = None  # the batch tensor's (H, W) after padding
 
 
 def freeze_teacher(teacher: FasterRCNN) -> FasterRCNN:
@@ -82,7 +85,40 @@ def run_teacher(teacher: FasterRCNN, images: Sequence[Tensor]) -> TeacherOutputs
     if isinstance(features, Tensor):
         features = OrderedDict([("0", features)])
     objectness, deltas = teacher.rpn.head(list(features.values()))
-    return TeacherOutputs([tuple(s) for s in image_list.image_sizes], features, objectness, deltas)
+    return TeacherOutputs([tuple(s) for s in image_list.image_sizes], features, objectness, deltas,
+                          tuple(image_list.tensors.shape[-2:]))
+
+
+@torch.no_grad()
+def teacher_detections(teacher: FasterRCNN, outputs: TeacherOutputs, which: Sequence[int],
+                       original_sizes: Sequence[tuple[int, int]], score_threshold: float) -> list[dict[str, Tensor]]:
+    """The teacher's detections on images ``which`` of the batch, from the dense outputs it has
+    already computed: what ``teacher(images)`` returns, without running the backbone again.
+
+    The steps of torchvision's inference after the RPN head (0.29): anchors, box decoding,
+    ``rpn.filter_proposals`` (the teacher's test-time counts), the RoI head in eval mode (its score
+    threshold, NMS and ``detections_per_img``) and ``transform.postprocess`` to the original frame.
+
+    Returns per image ``{"boxes": [N, 4] xyxy in the image's own pixels, "labels": [N] int64}``:
+    the detections scoring at least ``score_threshold``.
+    """
+    if not which:
+        return []
+    idx = torch.as_tensor(list(which), device=outputs.objectness[0].device)
+    sizes = [outputs.image_sizes[i] for i in which]
+    features = OrderedDict((k, v[idx]) for k, v in outputs.features.items())
+    image_list = ImageList(torch.empty(len(which), 0, *outputs.padded_size, device=idx.device), sizes)
+    feature_maps = list(features.values())
+    anchors = teacher.rpn.anchor_generator(image_list, feature_maps)
+    objectness = [o[idx] for o in outputs.objectness]
+    counts = [o[0].numel() for o in objectness]
+    flat_obj, flat_deltas = concat_box_prediction_layers(objectness, [d[idx] for d in outputs.rpn_deltas])
+    proposals = teacher.rpn.box_coder.decode(flat_deltas, anchors).view(len(which), -1, 4)
+    boxes, _ = teacher.rpn.filter_proposals(proposals, flat_obj, sizes, counts)
+    detections, _ = teacher.roi_heads(features, boxes, sizes)
+    detections = teacher.transform.postprocess(detections, sizes, [tuple(s) for s in original_sizes])
+    return [{"boxes": d["boxes"][d["scores"] >= score_threshold], "labels": d["labels"][d["scores"] >= score_threshold]}
+            for d in detections]
 
 
 @torch.no_grad()

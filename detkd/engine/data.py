@@ -13,7 +13,7 @@ import os
 import random
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from detkd.config import AugmentSection, DataSection
 from detkd.data.dataset import DatasetIndex, DetectionDataset, collate
+from detkd.data.transfer import folder_index, synth_extension, without_labels
 from detkd.engine.distributed import DistInfo
 from detkd.errors import DetkdError
 
@@ -88,6 +89,56 @@ def build_train_dataset(data: DataSection, seed: int = 0) -> DetectionDataset:
     return DetectionDataset(load_split(data, train=True), augment=build_augmentation(data.augment, seed))
 
 
+def load_unlabeled(data: DataSection, labelled: DetectionDataset) -> DatasetIndex | None:
+    """The transfer set of ``data.unlabeled`` (:mod:`detkd.data.transfer`): its images without
+    annotations, none of them in the labelled ``labelled``; None when no source is given."""
+    section = data.unlabeled
+    if not section.sources():
+        return None
+    classes, exclude = labelled.classes, [r.file_name for r in labelled.records]
+    if section.folder:
+        index = folder_index(section.folder, classes)
+    elif section.split:
+        source = resolve_source(data, classes)
+        from detkd.data.build import load_index
+
+        index = load_index(source.format, source.root, split=section.split, classes=source.classes,
+                           class_map=source.class_map)
+    else:
+        index = synth_transfer_index(data, classes)
+    index = without_labels(index, exclude)
+    if not index.records:
+        raise DetkdError(f"data.unlabeled: the {section.sources()[0]} gives no image outside the labelled split")
+    return index
+
+
+def synth_transfer_index(data: DataSection, classes: Sequence[str]) -> DatasetIndex:
+    """The first ``data.unlabeled.synth_images`` training images of the embedded dataset after the
+    labelled ones: the same generator (seed, profile), drawn further."""
+    from detkd.data.synth import image_stem, split_of
+
+    if data.format != "synth" or data.root:
+        raise DetkdError("data.unlabeled.synth_images: only for data.format synth with data.root empty "
+                         "(generated data); give data.unlabeled.folder or .split otherwise")
+    first, wanted = data.synth.images, data.unlabeled.synth_images
+    total = synth_extension(first, wanted, lambda i: split_of(i) == "train")
+    source = resolve_source(replace(data, synth=replace(data.synth, images=total)), classes)
+    from detkd.data.build import load_index
+
+    index = load_index(source.format, source.root, split=data.train_split, classes=source.classes)
+    after = {image_stem(i) for i in range(first, total)}
+    index.records = [r for r in index.records if r.image_id in after]
+    return index
+
+
+def with_transfer_set(labelled: DetectionDataset, transfer: DatasetIndex) -> DetectionDataset:
+    """One dataset: the labelled records, then the transfer set's (flagged ``unlabeled`` in their
+    targets), with the labelled one's augmentation."""
+    index = DatasetIndex(labelled.index.format, labelled.index.root, labelled.index.split, labelled.classes,
+                         [*labelled.records, *transfer.records], labelled.index.report, labelled.index.category_ids)
+    return DetectionDataset(index, augment=labelled.augment, unlabeled_from=len(labelled.records))
+
+
 def build_eval_dataset(data: DataSection, classes: Sequence[str] | None = None, split: str | None = None) -> DetectionDataset:
     """The test split (or ``split``), never augmented; ``classes`` keeps the training label order."""
     return DetectionDataset(load_split(data, train=False, classes=classes, split=split), augment=None)
@@ -141,11 +192,52 @@ class TrainSampler(DistributedSampler):
         self.set_epoch(epoch)
         self.start = start
 
+    def epoch_indices(self) -> list[int]:
+        """This rank's samples of the whole epoch."""
+        return list(super().__iter__())
+
     def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start :])
+        return iter(self.epoch_indices()[self.start :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class MixedTrainSampler(TrainSampler):
+    """Epochs of the labelled images' length, a ``share`` of whose samples are transfer images.
+
+    The dataset holds ``labelled`` labelled records, then the transfer set. An epoch takes
+    ``round(share * labelled)`` transfer images, the next ones of a seeded permutation of the
+    transfer set (a new permutation each time it is used up), and a random subset of the labelled
+    images for the rest; so a run with a transfer set takes the same number of steps as without
+    one. As :class:`TrainSampler`, the order depends on ``(seed, epoch)`` only.
+    """
+
+    def __init__(self, dataset: DetectionDataset, info: DistInfo, seed: int, share: float) -> None:
+        super().__init__(dataset, info, seed)
+        self.labelled = int(dataset.unlabeled_from)
+        self.transfer = len(dataset) - self.labelled
+        self.per_epoch = min(self.labelled, max(1, round(share * self.labelled)))
+        self.num_samples = -(-self.labelled // self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+
+    def epoch_indices(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        labelled = torch.randperm(self.labelled, generator=g)[: self.labelled - self.per_epoch]
+        order = torch.cat([labelled, self.labelled + self.transfer_positions()])
+        order = order[torch.randperm(len(order), generator=g)].tolist()
+        order += order[: self.total_size - len(order)]
+        return order[self.rank : self.total_size : self.num_replicas]
+
+    def transfer_positions(self) -> torch.Tensor:
+        """This epoch's transfer images: positions ``epoch * per_epoch ...`` of the endless sequence
+        of seeded permutations of the transfer set."""
+        first = self.epoch * self.per_epoch
+        cycles = range(first // self.transfer, (first + self.per_epoch - 1) // self.transfer + 1)
+        seq = torch.cat([torch.randperm(self.transfer, generator=torch.Generator().manual_seed(self.seed * 7919 + c))
+                         for c in cycles])
+        start = first - cycles[0] * self.transfer
+        return seq[start : start + self.per_epoch]
 
 
 class ShardSampler(Sampler[int]):
@@ -180,13 +272,17 @@ def one_opencv_thread(num_workers: int) -> None:
         cv2.setNumThreads(1)
 
 
-def build_train_loader(dataset: DetectionDataset, batch_size: int, num_workers: int, seed: int, info: DistInfo) -> DataLoader:
-    """Batches of ``(images, targets)`` lists; call :func:`start_epoch` before iterating."""
+def build_train_loader(dataset: DetectionDataset, batch_size: int, num_workers: int, seed: int, info: DistInfo,
+                       transfer_share: float = 0.5) -> DataLoader:
+    """Batches of ``(images, targets)`` lists; call :func:`start_epoch` before iterating. A dataset
+    with a transfer set is sampled by :class:`MixedTrainSampler` with ``transfer_share``."""
     if batch_size <= 0:
         raise DetkdError(f"train.batch_size: must be positive, got {batch_size}")
     one_opencv_thread(num_workers)
+    sampler = (TrainSampler(dataset, info, seed) if dataset.unlabeled_from is None
+               else MixedTrainSampler(dataset, info, seed, transfer_share))
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=TrainSampler(dataset, info, seed), num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
         collate_fn=collate, worker_init_fn=seed_worker, generator=torch.Generator().manual_seed(seed),
         pin_memory=info.device.type == "cuda", persistent_workers=False,
     )

@@ -151,8 +151,10 @@ class Trainer:
             ids = [info.device.index] if info.device.type == "cuda" else None
             unused = getattr(self.task, "find_unused_parameters", False)
             self.model = DistributedDataParallel(self.task.module, device_ids=ids, find_unused_parameters=unused)
+        self.add_transfer_set()
         seed_everything(cfg.seed + info.rank)  # ranks draw different RPN/RoI samples
-        self.train_loader = D.build_train_loader(self.train_set, cfg.train.batch_size, cfg.data.num_workers, cfg.seed, info)
+        self.train_loader = D.build_train_loader(self.train_set, cfg.train.batch_size, cfg.data.num_workers, cfg.seed,
+                                                 info, cfg.data.unlabeled.share)
         self.eval_loader = D.build_eval_loader(self.eval_set, cfg.data.num_workers, info)
         self.iters_per_epoch = D.iters_per_epoch(self.train_loader)
         self.optimizer = build_optimizer(self.task.module, cfg.train)
@@ -162,6 +164,19 @@ class Trainer:
             log.info("train.amp: mixed precision needs CUDA; training in float32 on %s", info.device)
         log.info("training on %d images (%d classes), %d iterations an epoch, device %s",
                  len(self.train_set), len(self.classes), self.iters_per_epoch, info.device)
+
+    def add_transfer_set(self) -> None:
+        """``data.unlabeled``: its images join the training set, for a task that labels them
+        itself (``labels_unlabeled``: the distillation task, with its teacher's detections)."""
+        transfer = D.load_unlabeled(self.cfg.data, self.train_set)
+        if transfer is None:
+            return
+        if not getattr(self.task, "labels_unlabeled", False):
+            raise DetkdError("data.unlabeled: images without labels need a teacher to label them: use it in a "
+                             "distillation run (detkd distill), not in detkd train")
+        self.train_set = D.with_transfer_set(self.train_set, transfer)
+        log.info("transfer set: %d unlabeled images (%s), labelled by the teacher; %.0f %% of each epoch's samples",
+                 len(transfer.records), transfer.root, 100 * self.cfg.data.unlabeled.share)
 
     def maybe_resume(self, resume: bool) -> None:
         """With ``--resume`` and a ``last.pt``: restore everything and continue where it stopped."""

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from detkd.config import Config, DistillConfig, load_any_config
+from detkd.config import Config, DistillConfig, UnlabeledSection, load_any_config
 from detkd.errors import DetkdError
 from detkd.utils.io import atomic_write
 
@@ -80,6 +80,8 @@ def cell_config(cell: Cell, run_dir: str) -> Config:
 
         cfg = resolve_student_init(cfg)
         cfg = Config(**{f.name: getattr(cfg, f.name) for f in fields(Config)})
+        # the baseline learns from labels only: a transfer set needs the teacher it does not have
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, unlabeled=UnlabeledSection()))
     return cfg
 
 
