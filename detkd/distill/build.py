@@ -9,7 +9,15 @@ from torchvision.models.detection import FasterRCNN
 
 from detkd.config import Config, DistillConfig, config_from_dict, load_config
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
-from detkd.distill.task import DistillModule, DistillTask, build_adapters, hint_level_weights, hinted_pairs, loss_weights
+from detkd.distill.task import (
+    DistillModule,
+    DistillTask,
+    build_adapters,
+    build_blocks,
+    hint_level_weights,
+    hinted_pairs,
+    loss_weights,
+)
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
 from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.data import data_classes as data_classes_of
@@ -36,9 +44,10 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     pairing = pair_levels(strides_s, strides_t, scale)
     log.info("distillation level pairing: %s", pairing.describe())
     terms = cfg.distill
-    if terms.rpn_cls.enabled and terms.rpn_cls.loss == "dist":
-        raise DetkdError("distill.rpn_cls.loss: dist relates classes across RoIs and applies to the RoI head only "
-                         "(distill.rcn_cls.loss=dist); use soft_ce or hinton for the RPN")
+    if terms.rpn_cls.enabled and terms.rpn_cls.loss in ("dist", "dkd"):
+        why = {"dist": "relates classes across RoIs", "dkd": "decouples the target class from the other classes"}
+        raise DetkdError(f"distill.rpn_cls.loss: {terms.rpn_cls.loss} {why[terms.rpn_cls.loss]} and applies to the RoI "
+                         f"head only (distill.rcn_cls.loss={terms.rpn_cls.loss}); use soft_ce or hinton for the RPN")
     matched = rpn_pairs(pairing, student.rpn.anchor_generator, teacher.rpn.anchor_generator)
     if (terms.rpn_cls.enabled or terms.rpn_reg.enabled) and not matched:
         log.warning("RPN distillation is off for this pair: no paired level has the same anchors (aspect ratios, "
@@ -51,7 +60,8 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     adapters = build_adapters(pairing, channels_s, channels_t, terms)
     if terms.hint.enabled:
         hint_level_weights(terms.hint, [1] * len(hinted_pairs(pairing, terms)))  # checks level_weights
-    return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched,
+    blocks = build_blocks(pairing, channels_t, terms)
+    return DistillTask(DistillModule(student, adapters, blocks), teacher, pairing, terms, loss_weights(terms), matched,
                        diagnose_every=cfg.distill.diagnose_every)
 
 
