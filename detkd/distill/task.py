@@ -190,7 +190,7 @@ class DistillTask:
         return result
 
     def hint_term(self, out: StudentOutputs, teacher: TeacherOutputs) -> Tensor:
-        """Eq. 5/6 (or PKD, attention) over the hinted level pairs, weighted per level."""
+        """Eq. 5/6 (or PKD, attention, CWD, FGD, MGD) over the hinted level pairs, weighted per level."""
         values, cells = self.hint_levels(out, teacher)
         weights = hint_level_weights(self.terms.hint, cells).to(values)
         return (values * weights).sum()
