@@ -294,9 +294,9 @@ class Config:
 
 # --- distillation (``detkd distill``): Chen et al. 2017, docs/method.md sections 2-7 ----------
 
-CLS_LOSSES = ("soft_ce", "hinton", "dist")
+CLS_LOSSES = ("soft_ce", "hinton", "dist", "dkd")
 CLS_MODES = ("interpolate", "add")
-HINT_LOSSES = ("hint_l2", "hint_l1", "attention", "pkd")
+HINT_LOSSES = ("hint_l2", "hint_l1", "attention", "pkd", "cwd", "fgd", "mgd")
 HINT_MASKS = ("none", "objects")
 LEVEL_WEIGHTINGS = ("equal", "cells", "sum")
 STUDENT_INITS = ("none", "teacher")
@@ -328,8 +328,12 @@ class ClsTermSection:
     weight: float = opt(1.0, "extra factor on the soft term (add: its whole weight)", bounds=NON_NEGATIVE)
     bg_weight: float = opt(1.5, "w_0, the background class weight of the soft CE (paper: 1.5)", bounds=POSITIVE)
     temperature: float = opt(1.0, "T; the soft term is multiplied by T^2 when T != 1 (paper: 1)", bounds=POSITIVE)
-    loss: str = opt("soft_ce", "soft_ce (Chen et al.) | hinton (uniform weights) | dist (DIST; RoI head only)",
-                    choices=CLS_LOSSES)
+    loss: str = opt("soft_ce", "soft_ce (Chen et al.) | hinton (uniform weights) | dist (DIST; RoI head only) | "
+                    "dkd (decoupled KD, Zhao et al. 2022, on the sampled RoIs' ground-truth classes; RoI head only; "
+                    "the paper's detection setting: mode add, weight 1, temperature 1)", choices=CLS_LOSSES)
+    dkd_alpha: float = opt(1.0, "dkd: alpha, the weight of TCKD (target vs non-target; paper: 1)", bounds=NON_NEGATIVE)
+    dkd_beta: float = opt(0.25, "dkd: beta, the weight of NCKD (among the non-target classes; the authors' "
+                          "Faster R-CNN setting: 0.25; 8 is their CIFAR-100 one)", bounds=NON_NEGATIVE)
 
 
 @dataclass
@@ -350,8 +354,10 @@ class HintSection:
     enabled: bool = opt(True, "add the hint term")
     gamma: float = opt(0.5, "gamma, its weight (paper: 0.5)", bounds=NON_NEGATIVE)
     loss: str = opt("hint_l2", "hint_l2 | hint_l1 (Chen et al. eq. 5/6) | attention (attention transfer, no "
-                    "adaptation) | pkd (Cao et al. 2022: each channel standardised, then MSE / 2)",
-                    choices=HINT_LOSSES)
+                    "adaptation) | pkd (Cao et al. 2022: each channel standardised, then MSE / 2) | cwd (channel-wise "
+                    "distillation, Shu et al. 2021) | fgd (focal and global distillation, Yang et al. 2022) | mgd "
+                    "(masked generative distillation, Yang et al. 2022); with the papers' weights, cwd, fgd and mgd "
+                    "want level_weighting: sum (cwd gamma 5, fgd and mgd gamma 1)", choices=HINT_LOSSES)
     adaptation: bool = opt(True, "1x1-conv adaptation layers (false needs equal channel counts: the ablation)")
     levels: list[str] | None = opt(None, "student FPN levels to hint (null: every paired level)")
     mask: str = opt("none", "none: every valid cell; objects: only cells near ground-truth boxes (Wang et al. "
@@ -362,6 +368,26 @@ class HintSection:
                                "PKD)", choices=LEVEL_WEIGHTINGS)
     level_weights: list[float] | None = opt(None, "explicit weight per hinted level, in level order (overrides "
                                             "level_weighting; the weighted sum is divided by their sum)", bounds=NON_NEGATIVE)
+    cwd_tau: float = opt(1.0, "cwd: tau, the temperature of each channel's spatial softmax (the authors' "
+                         "detection setting: 1, with weight 5 per FPN level; their segmentation one: 4)", bounds=POSITIVE)
+    fgd_temperature: float = opt(0.5, "fgd: T of the teacher's spatial and channel attention (paper: 0.5)", bounds=POSITIVE)
+    fgd_alpha: float = opt(5e-5, "fgd: alpha, the foreground feature loss weight (paper, Faster R-CNN: 5e-5)",
+                           bounds=NON_NEGATIVE)
+    fgd_beta: float = opt(2.5e-5, "fgd: beta, the background feature loss weight (paper, Faster R-CNN: 2.5e-5)",
+                          bounds=NON_NEGATIVE)
+    fgd_gamma: float = opt(5e-5, "fgd: gamma, the attention loss weight (paper, Faster R-CNN: 5e-5)", bounds=NON_NEGATIVE)
+    fgd_lambda: float = opt(5e-7, "fgd: lambda, the global (GcBlock relation) loss weight (paper, Faster R-CNN: "
+                            "5e-7)", bounds=NON_NEGATIVE)
+    mgd_alpha: float = opt(5e-7, "mgd: alpha, the generation loss weight (the authors' Faster R-CNN setting: 5e-7; "
+                           "one-stage detectors: 2e-5)", bounds=NON_NEGATIVE)
+    mgd_ratio: float = opt(0.45, "mgd: lambda, the share of the student's cells masked at random (the authors' "
+                           "Faster R-CNN setting: 0.45; one-stage detectors: 0.65)", bounds=Range(0, 1, hi_open=True))
+
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        if self.loss == "fgd" and self.mask == "objects":
+            return [(("loss", "mask"), "(fgd) weights foreground and background cells by its own box masks; "
+                     "mask: objects does not apply to it (use mask: none)")]
+        return []
 
 
 @dataclass

@@ -82,6 +82,24 @@ def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return TrainedTiny(folder / "config.yaml", folder / "run" / "last.pt", summary)
 
 
+@pytest.fixture(scope="session")
+def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A teacher config (the synth teacher at 128 px) and a checkpoint of it (random weights)."""
+    from detkd.config import config_to_dict
+    from detkd.data.synth import SYNTH_CLASSES
+    from detkd.models import build_model
+
+    folder = tmp_path_factory.mktemp("teacher")
+    config = folder / "teacher.yaml"
+    config.write_text(f"_base_: {REPO / 'configs' / 'synth' / 'teacher.yaml'}\nmodel: {{min_size: 128, max_size: 192}}\n")
+    cfg = load_config(config)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, len(SYNTH_CLASSES) + 1)
+    checkpoint = folder / "best.pt"
+    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(SYNTH_CLASSES)}, checkpoint)
+    return config, checkpoint
+
+
 def shared_path(*parts: str) -> Path:
     """A folder of ``../shared/data``; skips the test, saying which folder, when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -28,7 +28,12 @@ with the paper's settings, mu=0.5, T=1, nu=0.5, gamma=0.5, whatever the config's
             distill_recipe.yaml)
   distill   cls_w + l2_b, no hints (Table 5)
   with --terms: hinton (Hinton KD, uniform soft CE at T=4, on both heads), dist (DIST on the
-  RoI head; the RPN term off, DIST applies to the RoI head only)
+  RoI head; the RPN term off, DIST applies to the RoI head only), and the methods of 2021-2022
+  with their papers' Faster R-CNN settings, the other terms off: cwd (channel-wise
+  distillation), fgd (focal and global distillation), mgd (masked generative distillation) as
+  the hint on every FPN level (summed), dkd (decoupled KD) on the RoI head; recipe_cwd,
+  recipe_fgd, recipe_mgd, recipe_dkd: the config's own settings with that method added as the
+  hint (or as the RoI head's soft term, for dkd)
   with --variant NAME KEY=VALUE ...: a row of the config's own settings with those overrides
   (repeatable; put the common KEY=VALUE overrides before it); alone, only the baseline and
   the variants run unless --rows names more
@@ -66,7 +71,8 @@ examples:
   detkd ablate configs/bccd/distill_lowres.yaml --seeds 3 --split val --jobs 2
   detkd ablate configs/bccd/distill_small.yaml --split val --variant pkd2 distill.hint.gamma=2 \
       --variant add distill.rcn_cls.mode=add
-  detkd ablate configs/synth/distill_lowres.yaml --seeds 1 --rows cls_w,all --terms dist train.epochs=2"""
+  detkd ablate configs/synth/distill_lowres.yaml --seeds 1 --rows cls_w,all --terms dist train.epochs=2
+  detkd ablate configs/bccd/distill_small.yaml --seeds 3 --rows recipe --terms cwd,fgd,mgd,dkd,recipe_cwd"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seeds", type=int, default=5, metavar="N", help="seeds 0..N-1 per row (default: 5)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<CONFIG stem>)")
     parser.add_argument("--rows", metavar="A,B", help="run only these rows (baseline is always run)")
-    parser.add_argument("--terms", metavar="A,B", help="add the rows hinton and/or dist")
+    parser.add_argument("--terms", metavar="A,B", help="add these rows: hinton, dist, cwd, fgd, mgd, dkd, "
+                        "recipe_cwd, recipe_fgd, recipe_mgd, recipe_dkd")
     parser.add_argument("--split", metavar="NAME", help="score on this split instead of data.test_split "
                         "(e.g. val, to choose settings without the test split)")
     parser.add_argument("--variant", nargs="+", action="append", default=[], metavar="NAME KEY=VALUE",

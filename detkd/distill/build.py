@@ -7,9 +7,17 @@ import logging
 import os
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import Config, DistillConfig, config_from_dict, load_config
+from detkd.config import ClsTermSection, Config, DistillConfig, config_from_dict, load_config
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
-from detkd.distill.task import DistillModule, DistillTask, build_adapters, hint_level_weights, hinted_pairs, loss_weights
+from detkd.distill.task import (
+    DistillModule,
+    DistillTask,
+    build_adapters,
+    build_blocks,
+    hint_level_weights,
+    hinted_pairs,
+    loss_weights,
+)
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
 from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.data import data_classes as data_classes_of
@@ -22,7 +30,8 @@ log = logging.getLogger("detkd")
 
 
 def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
-    """The student of ``cfg.model``, its adapters and the frozen teacher of ``cfg.teacher``.
+    """The student of ``cfg.model``, its adapters, the hint loss's learned blocks and the frozen
+    teacher of ``cfg.teacher``.
 
     The student is built first, from the random state the trainer seeded, exactly as ``detkd
     train`` builds the same model: at one seed the distilled student and its baseline start from
@@ -36,9 +45,7 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     pairing = pair_levels(strides_s, strides_t, scale)
     log.info("distillation level pairing: %s", pairing.describe())
     terms = cfg.distill
-    if terms.rpn_cls.enabled and terms.rpn_cls.loss == "dist":
-        raise DetkdError("distill.rpn_cls.loss: dist relates classes across RoIs and applies to the RoI head only "
-                         "(distill.rcn_cls.loss=dist); use soft_ce or hinton for the RPN")
+    check_rpn_loss(terms.rpn_cls)
     matched = rpn_pairs(pairing, student.rpn.anchor_generator, teacher.rpn.anchor_generator)
     if (terms.rpn_cls.enabled or terms.rpn_reg.enabled) and not matched:
         log.warning("RPN distillation is off for this pair: no paired level has the same anchors (aspect ratios, "
@@ -51,8 +58,19 @@ def build_distill_task(cfg: DistillConfig, num_classes: int) -> DistillTask:
     adapters = build_adapters(pairing, channels_s, channels_t, terms)
     if terms.hint.enabled:
         hint_level_weights(terms.hint, [1] * len(hinted_pairs(pairing, terms)))  # checks level_weights
-    return DistillTask(DistillModule(student, adapters), teacher, pairing, terms, loss_weights(terms), matched,
+    blocks = build_blocks(pairing, channels_t, terms)
+    return DistillTask(DistillModule(student, adapters, blocks), teacher, pairing, terms, loss_weights(terms), matched,
                        diagnose_every=cfg.distill.diagnose_every, pseudo_threshold=cfg.data.unlabeled.score_threshold)
+
+
+ROI_HEAD_ONLY = {"dist": "relates classes across RoIs", "dkd": "decouples the target class from the other classes"}
+
+
+def check_rpn_loss(rpn_cls: ClsTermSection) -> None:
+    """The RPN's soft term must be one of the losses that apply to its 2-way objectness."""
+    if rpn_cls.enabled and rpn_cls.loss in ROI_HEAD_ONLY:
+        raise DetkdError(f"distill.rpn_cls.loss: {rpn_cls.loss} {ROI_HEAD_ONLY[rpn_cls.loss]} and applies to the RoI "
+                         f"head only (distill.rcn_cls.loss={rpn_cls.loss}); use soft_ce or hinton for the RPN")
 
 
 def resolve_student_init(cfg: DistillConfig) -> DistillConfig:

@@ -12,7 +12,11 @@ Chen et al., *Learning Efficient Object Detection Models with Knowledge Distilla
 - :func:`pkd_loss` — Cao et al. 2022 (PKD), the hint on per-channel standardised maps;
 - :func:`attention_transfer` — Zagoruyko & Komodakis 2016, a hint without adaptation;
 - :func:`dist_loss` — Huang et al. 2022 (DIST), inter- and intra-class Pearson relations;
-- :func:`hinton_kd` — Hinton et al. 2015, uniform-weight soft cross-entropy at T > 1.
+- :func:`hinton_kd` — Hinton et al. 2015, uniform-weight soft cross-entropy at T > 1;
+- :func:`dkd_loss` — Zhao et al. 2022 (DKD), target and non-target class KD decoupled.
+
+CWD, FGD and MGD (feature terms with their own learned modules) are in
+:mod:`detkd.distill.feature_losses`, registered in the same :data:`DISTILL_LOSSES`.
 
 Every function returns one unweighted scalar. The weights of the objective (eq. 1, 2, 4: the
 hard/soft balance ``mu`` and ``1 - mu``, ``nu``, the hint weight ``gamma``) are applied once, by
@@ -125,6 +129,13 @@ def teacher_l2(student: Tensor, teacher: Tensor, target: Tensor | None = None,
     return (student - teacher.detach()).pow(2).sum() / max(normalizer or student.shape[0], 1)
 
 
+def check_maps(name: str, student: Tensor, teacher: Tensor) -> None:
+    """A feature term's student map must have the teacher's shape (adapted channels, aligned grid)."""
+    if student.shape != teacher.shape:
+        raise ValueError(f"{name}: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ "
+                         "(adapt the channels and align the grids first)")
+
+
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
     """Mean of ``values`` ``[B, C, H, W]`` over the cells where ``mask`` ``[B, 1, H, W]`` is true."""
     if mask is None:
@@ -146,9 +157,7 @@ def hint_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, kind
     (#valid cells * C)``; FitNets and Chen et al. write the (half) squared norm, a sum — the mean
     keeps the scale independent of image size and channel count (gamma absorbs the difference).
     """
-    if student.shape != teacher.shape:
-        raise ValueError(f"hint: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ "
-                         "(adapt the channels and align the grids first)")
+    check_maps("hint", student, teacher)
     diff = student - teacher.detach()
     if kind == "l2":
         return masked_mean(diff.pow(2), mask)
@@ -186,9 +195,7 @@ def pkd_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, valid
     this equals ``1 - Pearson(S_c, T_c)`` (on the valid cells), so the hint is blind to each
     map's scale and offset, which a plain L2 hint spends most of its signal on.
     """
-    if student.shape != teacher.shape:
-        raise ValueError(f"pkd: student map {tuple(student.shape)} and teacher map {tuple(teacher.shape)} differ "
-                         "(adapt the channels and align the grids first)")
+    check_maps("pkd", student, teacher)
     stats = valid if valid is not None else mask
     s_hat = standardize(student, stats)
     t_hat = standardize(teacher.detach(), stats)
@@ -255,6 +262,42 @@ def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) ->
     return weighted_soft_ce(student_logits, teacher_logits, None, T)
 
 
+def dkd_loss(student_logits: Tensor, teacher_logits: Tensor, target: Tensor, alpha: float = 1.0, beta: float = 0.25,
+             T: float = 1.0) -> Tensor:
+    """DKD (Zhao et al., *Decoupled Knowledge Distillation*, CVPR 2022, eq. 7):
+    ``T^2 (alpha TCKD + beta NCKD)``, each a mean over the N samples.
+
+    Args:
+        student_logits, teacher_logits: ``[N, C]`` (the RoI head's K + 1 classes, background 0).
+        target: ``[N]`` int64, the samples' ground-truth classes (background RoIs: 0).
+        alpha, beta, T: the weights and temperature; defaults: the authors' Faster R-CNN setting
+            (mdistiller's detection code: 1, 0.25, 1; on CIFAR-100 they use beta 8, T 4).
+    With ``p = softmax(z / T)`` and t the target: TCKD = ``KL(b_t || b_s)`` on the binary
+    ``b = (p_t, 1 - p_t)`` (eq. 3); NCKD = ``KL(p^_t || p^_s)`` on ``p^ = softmax`` over the C - 1
+    non-target classes (eq. 4). Classical KD is ``TCKD + (1 - p_t^teacher) NCKD`` (eq. 5); DKD
+    weighs the two parts freely. Computed from log-sum-exps, so ``p_t -> 1`` stays finite.
+    Returns 0 for N = 0.
+    """
+    if student_logits.numel() == 0:
+        return student_logits.sum() * 0.0
+    if student_logits.shape[1] < 2:
+        raise ValueError(f"dkd: needs at least 2 classes, got logits of shape {tuple(student_logits.shape)}")
+    target_mask = F.one_hot(target.long(), student_logits.shape[1]).bool()
+
+    def parts(logits: Tensor) -> tuple[Tensor, Tensor]:
+        z = logits / T
+        other = z.masked_fill(target_mask, torch.finfo(z.dtype).min)
+        total = torch.logsumexp(z, dim=1, keepdim=True)
+        log_binary = torch.cat([z[target_mask][:, None], torch.logsumexp(other, dim=1, keepdim=True)], 1) - total
+        return log_binary, F.log_softmax(other, dim=1)
+
+    log_bs, log_ns = parts(student_logits)
+    log_bt, log_nt = parts(teacher_logits.detach())
+    tckd = (log_bt.exp() * (log_bt - log_bs)).sum(dim=1).mean()
+    nckd = (log_nt.exp() * (log_nt - log_ns)).masked_fill(target_mask, 0.0).sum(dim=1).mean()
+    return T * T * (alpha * tckd + beta * nckd)
+
+
 # --- the registry ------------------------------------------------------------------------------
 
 
@@ -262,8 +305,11 @@ def hinton_kd(student_logits: Tensor, teacher_logits: Tensor, T: float = 4.0) ->
 class DistillLoss:
     """A registered loss: ``kind`` says what it compares, ``fn(student, teacher, **extra)``.
 
-    Kinds: ``logits`` (``[N, C]``), ``objectness`` (``[N]``), ``regression`` (``[N, 4]`` plus
-    a ``target``), ``feature`` (``[B, C, H, W]`` plus an optional ``mask``).
+    Kinds: ``logits`` (``[N, C]``), ``labelled_logits`` (``[N, C]`` plus the ``target`` classes
+    ``[N]``), ``objectness`` (``[N]``), ``regression`` (``[N, 4]`` plus a ``target``), ``feature``
+    (``[B, C, H, W]`` plus an optional ``mask``), ``feature_boxes`` (a feature term that also
+    takes the box weights ``foreground`` and learned ``relation`` modules: FGD) and
+    ``feature_generative`` (one that also takes a learned ``generation`` module: MGD).
     """
 
     name: str
@@ -280,6 +326,7 @@ for _loss in (
     DistillLoss("soft_ce", "logits", weighted_soft_ce),
     DistillLoss("hinton", "logits", hinton_kd),
     DistillLoss("dist", "logits", dist_loss),
+    DistillLoss("dkd", "labelled_logits", dkd_loss),
     DistillLoss("objectness_soft_ce", "objectness", objectness_soft_ce),
     DistillLoss("bounded_l2", "regression", bounded_l2),
     DistillLoss("teacher_l2", "regression", teacher_l2),

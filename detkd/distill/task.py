@@ -1,11 +1,12 @@
 """The distillation task: the student and its adaptation layers trained against a frozen teacher.
 
-``DistillModule`` (what DDP wraps and the optimizer trains) holds the student detector and the
-1x1-conv adaptation layers; the teacher stays outside it. ``DistillTask.step`` returns one dict of
+``DistillModule`` (what DDP wraps and the optimizer trains) holds the student detector, the
+1x1-conv adaptation layers and the learned blocks of some hint losses (FGD's GcBlocks, MGD's
+generation block); the teacher stays outside it. ``DistillTask.step`` returns one dict of
 named, unweighted terms: torchvision's four detection losses and the distillation terms
 (``distill_rcn_cls``, ``distill_rpn_cls``, ``distill_rcn_reg``, ``distill_rpn_reg``,
 ``distill_hint``); ``loss_weights`` (eq. 1, 2, 4: mu, 1 - mu, nu, gamma) are applied once, by the
-engine. The exported student (``detkd export``) drops the adaptation layers.
+engine. The exported student (``detkd export``) drops the adaptation layers and the blocks.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import ClsTermSection, DistillSection, HintSection, RegTermSection
-from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, objectness_soft_ce, teacher_l2, weighted_soft_ce
+from detkd.distill.feature_losses import RelationBlocks, box_weights, generation_block
+from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, dkd_loss, objectness_soft_ce, teacher_l2, weighted_soft_ce
 from detkd.distill.masks import object_masks
 from detkd.distill.pairing import LevelPairing, align_teacher_map, map_boxes_to_teacher, scale_factors
 from detkd.distill.student import StudentOutputs, gather_at_anchors, student_forward
@@ -30,12 +32,14 @@ log = logging.getLogger("detkd")
 
 
 class DistillModule(nn.Module):
-    """The trained module: ``student`` (a torchvision FasterRCNN) and ``adapters`` (by student level)."""
+    """The trained module: ``student`` (a torchvision FasterRCNN), ``adapters`` and ``blocks`` (the
+    hint loss's learned modules, :func:`build_blocks`), both by student level."""
 
-    def __init__(self, student: FasterRCNN, adapters: nn.ModuleDict) -> None:
+    def __init__(self, student: FasterRCNN, adapters: nn.ModuleDict, blocks: nn.ModuleDict | None = None) -> None:
         super().__init__()
         self.student = student
         self.adapters = adapters
+        self.blocks = blocks if blocks is not None else nn.ModuleDict()
 
     def forward(self, images: list[Tensor], targets: list[dict]) -> StudentOutputs:
         return student_forward(self.student, images, targets)
@@ -54,6 +58,18 @@ def build_adapters(pairing: LevelPairing, channels_s: dict[str, int], channels_t
             raise DetkdError(f"distill.hint.adaptation=false needs equal channels; student level {s} has "
                              f"{channels_s[s]}, teacher level {t} has {channels_t[t]}")
     return adapters
+
+
+def build_blocks(pairing: LevelPairing, channels_t: dict[str, int], terms: DistillSection) -> nn.ModuleDict:
+    """The learned modules of the hint loss, one per hinted level, at the teacher's channels: FGD's
+    student and teacher GcBlocks (:class:`~detkd.distill.feature_losses.RelationBlocks`), MGD's
+    generation block; none for the other losses."""
+    make = {"fgd": RelationBlocks, "mgd": generation_block}.get(terms.hint.loss)
+    blocks = nn.ModuleDict()
+    if terms.hint.enabled and make is not None:
+        for s, t in hinted_pairs(pairing, terms):
+            blocks[s] = make(channels_t[t])
+    return blocks
 
 
 def hinted_pairs(pairing: LevelPairing, terms: DistillSection) -> list[tuple[str, str]]:
@@ -169,7 +185,7 @@ class DistillTask:
         t_logits, t_deltas = teacher_roi_outputs(self.teacher, teacher, [m.to(roi.class_logits.dtype) for m in mapped])
         result = {}
         if terms.rcn_cls.enabled:
-            result["distill_rcn_cls"] = cls_term(roi.class_logits, t_logits, terms.rcn_cls)
+            result["distill_rcn_cls"] = cls_term(roi.class_logits, t_logits, terms.rcn_cls, roi.labels)
         if terms.rcn_reg.enabled:
             fg = torch.where(roi.labels > 0)[0]
             cols = roi.labels[fg, None] * 4 + torch.arange(4, device=fg.device)
@@ -194,7 +210,7 @@ class DistillTask:
         return result
 
     def hint_term(self, out: StudentOutputs, teacher: TeacherOutputs) -> Tensor:
-        """Eq. 5/6 (or PKD, attention) over the hinted level pairs, weighted per level."""
+        """Eq. 5/6 (or PKD, attention, CWD, FGD, MGD) over the hinted level pairs, weighted per level."""
         values, cells = self.hint_levels(out, teacher)
         weights = hint_level_weights(self.terms.hint, cells).to(values)
         return (values * weights).sum()
@@ -215,10 +231,29 @@ class DistillTask:
             if s in self.module.adapters:
                 feat = self.module.adapters[s](feat)
             region = valid if regions is None else valid & regions[level_index[s]]
-            extra = {"valid": valid} if hint.loss == "pkd" else {}
-            values.append(loss(feat, aligned, mask=region, **extra))
+            values.append(loss(feat, aligned, mask=region, **self.hint_inputs(out, s, valid)))
             cells.append(int(region.sum()))
         return torch.stack(values), cells
+
+
+    def hint_inputs(self, out: StudentOutputs, level: str, valid: Tensor) -> dict[str, object]:
+        """The hint loss's arguments beyond the two maps and the cells, on student ``level``:
+        PKD's statistics cells, CWD's tau, FGD's box weights, GcBlocks and weights, MGD's
+        generation block and weights."""
+        hint = self.terms.hint
+        if hint.loss == "pkd":
+            return {"valid": valid}
+        if hint.loss == "cwd":
+            return {"tau": hint.cwd_tau}
+        if hint.loss == "fgd":
+            grid = tuple(out.features[level].shape[-2:])
+            boxes = box_weights(out.gt_boxes or [], self.pairing.student_strides[level], grid).to(valid.device)
+            return {"foreground": boxes, "relation": self.module.blocks[level], "temperature": hint.fgd_temperature,
+                    "alpha": hint.fgd_alpha, "beta": hint.fgd_beta, "gamma": hint.fgd_gamma, "lam": hint.fgd_lambda}
+        if hint.loss == "mgd":
+            return {"generation": self.module.blocks[level], "valid": valid, "ratio": hint.mgd_ratio,
+                    "alpha": hint.mgd_alpha}
+        return {}
 
 
 def hint_level_weights(hint: HintSection, cells: Sequence[int]) -> Tensor:
@@ -240,8 +275,13 @@ def hint_level_weights(hint: HintSection, cells: Sequence[int]) -> Tensor:
     return weights / total if total > 0 else torch.full_like(weights, 1.0 / max(len(cells), 1))
 
 
-def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection) -> Tensor:
-    """The configured soft classification term on ``[N, K + 1]`` logits."""
+def cls_term(student: Tensor, teacher: Tensor, cfg: ClsTermSection, labels: Tensor | None = None) -> Tensor:
+    """The configured soft classification term on ``[N, K + 1]`` logits; ``labels`` ``[N]``: the
+    samples' ground-truth classes (DKD's targets)."""
+    if cfg.loss == "dkd":
+        if labels is None:
+            raise ValueError("cls_term: dkd needs the samples' ground-truth labels")
+        return dkd_loss(student, teacher, labels, cfg.dkd_alpha, cfg.dkd_beta, cfg.temperature)
     if cfg.loss == "dist":
         return DISTILL_LOSSES.get("dist")(student, teacher, tau=cfg.temperature)
     if cfg.loss == "hinton":

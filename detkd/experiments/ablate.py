@@ -87,6 +87,12 @@ def _yaml(value: Any) -> str:
     return ("true" if value else "false") if isinstance(value, bool) else str(value)
 
 
+def enabled_overrides(terms: Mapping[str, Mapping[str, Any]]) -> tuple[str, ...]:
+    """``distill.<term>.enabled=true`` and the term's settings, for the given terms only."""
+    return tuple(f"distill.{t}.{k}={_yaml(v)}" for t, settings in terms.items()
+                 for k, v in {"enabled": True, **settings}.items())
+
+
 def _both(term: str, settings: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     """The same settings on the RoI head and the RPN (``cls`` or ``reg``)."""
     return {f"rcn_{term}": settings, f"rpn_{term}": settings}
@@ -107,6 +113,19 @@ L2_B = _both("reg", {**PAPER_REG, "bounded": True})
 HINTS = {"hint": {**PAPER_HINT, "adaptation": False}}
 HINTS_A = {"hint": {**PAPER_HINT, "adaptation": True}}
 PKD = {"hint": {**PAPER_HINT, "loss": "pkd", "gamma": PKD_GAMMA, "level_weighting": "sum", "adaptation": True}}
+# The methods of 2021-2022 with their papers' settings for Faster R-CNN (detkd.distill.feature_losses,
+# detkd.distill.losses.dkd_loss): each FPN level's loss summed, as the authors' code does.
+PAPER_FEATURE = {**PAPER_HINT, "level_weighting": "sum", "adaptation": True}
+CWD = {"hint": {**PAPER_FEATURE, "loss": "cwd", "gamma": 5.0, "cwd_tau": 1.0}}
+FGD = {"hint": {**PAPER_FEATURE, "loss": "fgd", "gamma": 1.0, "fgd_temperature": 0.5, "fgd_alpha": 5e-5,
+                "fgd_beta": 2.5e-5, "fgd_gamma": 5e-5, "fgd_lambda": 5e-7}}
+MGD = {"hint": {**PAPER_FEATURE, "loss": "mgd", "gamma": 1.0, "mgd_alpha": 5e-7, "mgd_ratio": 0.45}}
+DKD = {"rcn_cls": {**PAPER_CLS, "loss": "dkd", "mode": "add", "weight": 1.0, "temperature": 1.0, "dkd_alpha": 1.0,
+                   "dkd_beta": 0.25}}
+METHODS = {"cwd": ("CWD (Shu et al. 2021): channel-wise spatial-softmax KL, tau 1, weight 5 per FPN level", CWD),
+           "fgd": ("FGD (Yang et al. 2022): focal and global feature distillation, the paper's weights", FGD),
+           "mgd": ("MGD (Yang et al. 2022): masked generative distillation, alpha 5e-7, 45 % masked", MGD),
+           "dkd": ("DKD (Zhao et al. 2022): decoupled KD on the RoI head, alpha 1, beta 0.25, T 1, added", DKD)}
 
 ROWS: dict[str, Row] = {r.name: r for r in (
     Row("baseline", "Baseline: the student trained alone", plain=True),
@@ -124,10 +143,14 @@ ROWS: dict[str, Row] = {r.name: r for r in (
         _both("cls", {**PAPER_CLS, "loss": "hinton", "temperature": HINTON_T})),
     Row("dist", "DIST: Pearson relations of the RoI-head classes (RPN off)",
         {"rcn_cls": {**PAPER_CLS, "loss": "dist"}}),
+    *(Row(name, f"{text}; the other terms off", terms) for name, (text, terms) in METHODS.items()),
+    *(Row(f"recipe_{name}", f"Recipe + {text.split(':')[0]}: the config's settings with {name} (its paper's settings) "
+          f"{'as the RoI-head soft term' if name == 'dkd' else 'as the hint'}", None, extra=enabled_overrides(terms))
+      for name, (text, terms) in METHODS.items()),
 )}
 TABLE4 = ("baseline", "cls", "cls_w", "l2", "l2_b", "hints", "hints_a", "all", "pkd", "recipe")
 TABLE5 = ("baseline", "distill", "hints_a", "all", "recipe")
-EXTRA_TERMS = ("hinton", "dist")  # rows added by --terms; shown at the end of Table 4
+EXTRA_TERMS = ("hinton", "dist", *METHODS, *(f"recipe_{m}" for m in METHODS))  # rows added by --terms (end of Table 4)
 GRID = tuple(n for n in ROWS if n not in EXTRA_TERMS)  # the default rows
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from detkd.distill.feature_losses import RelationBlocks, box_weights
 from detkd.distill.losses import (
     DISTILL_LOSSES,
     attention_transfer,
@@ -180,8 +181,19 @@ def inputs_of(kind: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
         return torch.randn(6), torch.randn(6), {"bg_weight": 1.0}
     if kind == "regression":
         return torch.randn(6, 4), torch.randn(6, 4), {"target": torch.randn(6, 4)}
+    if kind == "labelled_logits":
+        return torch.randn(6, 4), torch.randn(6, 4), {"target": torch.tensor([0, 1, 2, 3, 0, 2])}
+    mask = torch.ones(2, 1, 4, 4, dtype=torch.bool)
     if kind == "feature":
-        return torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), {"mask": torch.ones(2, 1, 4, 4, dtype=torch.bool)}
+        return torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), {"mask": mask}
+    if kind == "feature_boxes":
+        boxes = box_weights([torch.tensor([[0.0, 0.0, 8.0, 4.0]]), torch.zeros(0, 4)], 2, (4, 4))
+        extra = {"mask": mask, "foreground": boxes, "relation": RelationBlocks(3), "alpha": 1.0, "beta": 1.0,
+                 "gamma": 1.0, "lam": 1.0}
+        return torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), extra
+    if kind == "feature_generative":  # the identity generator, nothing masked: the summed L2 hint
+        return torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), {"mask": mask, "generation": torch.nn.Identity(),
+                                                                   "ratio": 0.0, "alpha": 1.0}
     raise AssertionError(f"no inputs for kind {kind}")
 
 
@@ -225,7 +237,8 @@ def test_empty_inputs_give_zero() -> None:
 
 
 def test_required_names_are_registered() -> None:
-    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "teacher_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton", "pkd"}
+    names = {"soft_ce", "objectness_soft_ce", "bounded_l2", "teacher_l2", "hint_l2", "hint_l1", "attention", "dist", "hinton",
+             "pkd", "cwd", "fgd", "mgd", "dkd"}
     assert names <= set(DISTILL_LOSSES.names())
 
 
@@ -248,3 +261,6 @@ def test_feature_losses_refuse_misaligned_maps() -> None:
         attention_transfer(torch.zeros(1, 2, 4, 4), torch.zeros(1, 3, 5, 4))
     with pytest.raises(ValueError, match="adapt"):
         pkd_loss(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))
+    for name in ("cwd", "fgd", "mgd"):
+        with pytest.raises(ValueError, match=f"{name}: .*adapt"):
+            DISTILL_LOSSES.get(name)(torch.zeros(1, 1, 4, 4), torch.zeros(1, 3, 4, 4))

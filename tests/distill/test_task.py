@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkd.config import DistillConfig, RegTermSection, config_to_dict, load_config
+from detkd.config import DistillConfig, RegTermSection, load_config
 from detkd.data.synth import SYNTH_CLASSES
 from detkd.distill.build import build_distill_task
 from detkd.distill.task import reg_term
@@ -23,20 +23,6 @@ TERMS = ("rcn_cls", "rpn_cls", "rcn_reg", "rpn_reg", "hint")
 NUM_CLASSES = len(SYNTH_CLASSES) + 1
 TEACHER_SIZE = ["model.min_size=128", "model.max_size=192"]
 STUDENT_SIZE = {"small": ["model.min_size=128", "model.max_size=192"], "lowres": ["model.min_size=64", "model.max_size=96"]}
-
-
-@pytest.fixture(scope="module")
-def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A teacher config (the synth teacher at 128 px) and a checkpoint of it (random weights)."""
-    folder = tmp_path_factory.mktemp("teacher")
-    config = folder / "teacher.yaml"
-    config.write_text(f"_base_: {REPO / 'configs' / 'synth' / 'teacher.yaml'}\nmodel: {{min_size: 128, max_size: 192}}\n")
-    cfg = load_config(config)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, NUM_CLASSES)
-    checkpoint = folder / "best.pt"
-    torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(SYNTH_CLASSES)}, checkpoint)
-    return config, checkpoint
 
 
 # the paper's settings (configs/_base_/distill.yaml), whatever recipe the shipped configs use
@@ -207,6 +193,7 @@ def test_dist_on_the_rpn_is_refused(teacher_files: tuple[Path, Path]) -> None:
 
 @pytest.mark.parametrize("overrides", [
     ["distill.hint.loss=pkd"], ["distill.hint.mask=objects"], ["distill.hint.loss=pkd", "distill.hint.mask=objects"],
+    ["distill.hint.loss=cwd", "distill.hint.mask=objects"], ["distill.hint.loss=mgd", "distill.hint.mask=objects"],
     ["distill.hint.level_weighting=cells"], ["distill.hint.level_weighting=sum"],
     ["distill.rcn_cls.mode=add", "distill.rpn_cls.mode=add"],
 ])
@@ -314,3 +301,64 @@ def test_unbounded_reg_term_regresses_to_the_teacher() -> None:
     target = student.clone()  # the student is exactly right: an L2 to the target would be 0
     assert reg_term(student, teacher, target, RegTermSection(bounded=False), 4).item() == pytest.approx(2 / 4)
     assert reg_term(student, teacher, target, RegTermSection(bounded=True), 4).item() == 0.0
+
+
+NEW_TERMS = {"cwd": ["distill.hint.loss=cwd"], "fgd": ["distill.hint.loss=fgd"], "mgd": ["distill.hint.loss=mgd"],
+             "dkd": ["distill.rcn_cls.loss=dkd", "distill.rcn_cls.mode=add"]}
+
+
+@pytest.mark.parametrize("kind", ["small", "lowres"])
+@pytest.mark.parametrize("term", list(NEW_TERMS))
+def test_each_new_term_trains_on_both_student_kinds(term: str, kind: str, teacher_files: tuple[Path, Path]) -> None:
+    """Two steps of CWD, FGD, MGD (through the level pairing, at the same or half resolution) or
+    DKD on the RoI head: finite, non-zero, gradients into the student and its learned blocks,
+    none into the teacher."""
+    torch.manual_seed(0)
+    task = build_distill_task(distill_config(kind, teacher_files, *NEW_TERMS[term]), NUM_CLASSES)
+    history = train_steps(task, 2)
+    name = "distill_rcn_cls" if term == "dkd" else "distill_hint"
+    assert all(torch.isfinite(torch.tensor(v)) for h in history for v in h.values())
+    assert all(h[name] > 0 for h in history), history
+    assert all(p.grad is None for p in task.teacher.parameters())
+    assert task.module.student.roi_heads.box_predictor.cls_score.weight.grad.abs().sum() > 0
+    blocks = {"fgd": ["student.transform.3.weight", "teacher.transform.3.weight"],
+              "mgd": ["0.weight", "2.weight"]}.get(term, [])
+    assert sorted(task.module.blocks) == (sorted(task.module.adapters) if blocks else [])
+    for level in task.module.blocks.values():  # the zero-initialised last convs learn from the first step
+        params = dict(level.named_parameters())
+        assert all(params[b].grad is not None and params[b].grad.abs().sum() > 0 for b in blocks)
+    if term != "dkd":
+        assert all(a.weight.grad.abs().sum() > 0 for a in task.module.adapters.values())
+
+
+def test_dkd_and_fgd_are_refused_where_they_do_not_apply(teacher_files: tuple[Path, Path]) -> None:
+    with pytest.raises(DetkdError, match="RoI head only"):
+        build_distill_task(distill_config("small", teacher_files, "distill.rpn_cls.loss=dkd"), NUM_CLASSES)
+    with pytest.raises(DetkdError, match=r"'distill.hint.loss' \(fgd\) .*mask: objects does not apply"):
+        distill_config("small", teacher_files, "distill.hint.loss=fgd", "distill.hint.mask=objects")
+
+
+@pytest.mark.parametrize(("term", "kind"), [("cwd", "small"), ("fgd", "lowres"), ("mgd", "small"), ("dkd", "lowres")])
+def test_a_student_distilled_with_a_new_term_exports_to_plain_torchvision(
+    term: str, kind: str, teacher_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from detkd.cli import main
+    from detkd.data.synth import ensure_synth
+    from detkd.models.export import export_student
+
+    config, checkpoint = teacher_files
+    root = ensure_synth(str(tmp_path / "synth"), 6, 0, profile="easy")
+    run = tmp_path / "run"
+    code = main(["distill", str(REPO / "configs" / "synth" / f"distill_{kind}.yaml"), f"output_dir={run}",
+                 f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", f"data.root={root}",
+                 "data.synth.images=6", "data.synth.profile=easy", "data.num_workers=0", "data.limit=2", "device=cpu",
+                 "train.epochs=1", "train.batch_size=2", "train.eval_every=0", *STUDENT_SIZE[kind], *PAPER,
+                 *NEW_TERMS[term]])
+    assert code == 0, capsys.readouterr().err
+    module = torch.load(run / "last.pt", weights_only=True)["module"]
+    assert any(k.startswith("blocks.") for k in module) == (term in ("fgd", "mgd"))
+    export_student(str(run / "last.pt"), str(tmp_path / "student.pt"))
+    exported = torch.load(tmp_path / "student.pt", weights_only=True)
+    assert not any(k.startswith(("blocks.", "adapters.")) for k in exported)
+    plain = build_model(distill_config(kind, teacher_files).model, NUM_CLASSES)
+    plain.load_state_dict(exported, strict=True)

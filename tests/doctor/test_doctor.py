@@ -143,3 +143,23 @@ def test_cli_json_keys_and_no_writes(trained_tiny, synth_root: Path, tmp_path: P
     assert "[" in capsys.readouterr().out  # the terminal table's status tags
     assert main(["doctor", str(REPO / "configs" / "synth" / "teacher.yaml")]) == 2  # not a distillation config
     assert not os.path.exists(run_dir)
+
+
+@pytest.mark.parametrize("overrides", [["distill.hint.loss=cwd"], ["distill.hint.loss=fgd"], ["distill.hint.loss=mgd"],
+                                       ["distill.rcn_cls.loss=dkd", "distill.rpn_cls.enabled=false"]])
+def test_the_new_terms_gradient_shares_are_reported(overrides: list[str], teacher_files, synth_root: Path) -> None:
+    """CWD, FGD, MGD (as the hint) and DKD (as the RoI head's soft term) get their gradient
+    shares like every other term (a random teacher: the shares need no competent one)."""
+    config, checkpoint = teacher_files
+    data = [f"data.root={synth_root}", "data.synth.images=15", "data.synth.profile=standard", "data.num_workers=0",
+            "data.train_split=first8", "data.test_split=first8", "device=cpu", "train.batch_size=2", "data.classes=null"]
+    cfg = load_config(REPO / "configs" / "synth" / "distill_small.yaml",
+                      [f"teacher.config={config}", f"teacher.checkpoint={checkpoint}", *data, *LOWRES,
+                       "distill.hint.enabled=true", *overrides], schema=DistillConfig)
+    report = run_doctor(cfg, batches=1)
+    term, module = ("distill_rcn_cls", "roi_heads") if "dkd" in overrides[0] else ("distill_hint", "fpn")
+    entry = report["terms"][term]
+    assert entry["raw"] > 0 and entry["grad_share"][module] > 0 and entry["grad_norm"][module] > 0
+    for m in MODULES:
+        got = [t["grad_share"][m] for t in report["terms"].values() if t["grad_share"][m] is not None]
+        assert not got or sum(got) == pytest.approx(1.0, abs=1e-9), m

@@ -119,10 +119,33 @@ def test_extra_terms_subsets_and_unknown_names(tmp_path: Path) -> None:
     assert hinton.rcn_cls.loss == hinton.rpn_cls.loss == "hinton" and hinton.rcn_cls.temperature > 1
     assert enabled(cfgs["dist"]) == {"rcn_cls"} and dist.rcn_cls.loss == "dist"  # DIST on the RPN is refused
     assert select_rows(["all"]) == ["baseline", "all"]
-    with pytest.raises(DetkdError, match=r"--terms: unknown row 'dsit' \(known: hinton, dist\)"):
+    with pytest.raises(DetkdError, match=r"--terms: unknown row 'dsit' \(known: hinton, dist, cwd, fgd, mgd, dkd, "
+                       r"recipe_cwd, recipe_fgd, recipe_mgd, recipe_dkd\)"):
         select_rows(terms=["dsit"])
     with pytest.raises(DetkdError, match=r"--rows: unknown row 'clsw' \(known: baseline, cls, cls_w"):
         select_rows(["clsw"])
+
+
+def test_the_newer_methods_pin_their_papers_settings_alone_and_with_the_recipe(tmp_path: Path) -> None:
+    terms = ["cwd", "fgd", "mgd", "dkd", "recipe_cwd", "recipe_fgd", "recipe_mgd", "recipe_dkd"]
+    plan = grid_plan(tmp_path, "small", "distill.hint.gamma=0.9", rows=["recipe"], terms=terms)
+    cfgs = configs_by_row(plan)
+    assert plan.rows == ["baseline", "recipe", *terms]
+    recipe = cfgs["recipe"].distill
+    for name in ("cwd", "fgd", "mgd"):
+        alone, added = cfgs[name].distill, cfgs[f"recipe_{name}"].distill
+        assert enabled(cfgs[name]) == {"hint"} and enabled(cfgs[f"recipe_{name}"]) == enabled(cfgs["recipe"]) | {"hint"}
+        for hint in (alone.hint, added.hint):
+            assert (hint.loss, hint.level_weighting, hint.adaptation, hint.mask) == (name, "sum", True, "none")
+            assert hint.gamma == (5.0 if name == "cwd" else 1.0)  # not the common override's 0.9
+        assert added.rcn_cls == recipe.rcn_cls and added.rcn_reg == recipe.rcn_reg  # the recipe's other terms
+    fgd, mgd = cfgs["fgd"].distill.hint, cfgs["mgd"].distill.hint
+    assert (fgd.fgd_temperature, fgd.fgd_alpha, fgd.fgd_beta, fgd.fgd_gamma, fgd.fgd_lambda) == (0.5, 5e-5, 2.5e-5, 5e-5, 5e-7)
+    assert (mgd.mgd_alpha, mgd.mgd_ratio, cfgs["cwd"].distill.hint.cwd_tau) == (5e-7, 0.45, 1.0)
+    for row in ("dkd", "recipe_dkd"):
+        cls = cfgs[row].distill.rcn_cls
+        assert (cls.loss, cls.mode, cls.weight, cls.temperature, cls.dkd_alpha, cls.dkd_beta) == ("dkd", "add", 1.0, 1.0, 1.0, 0.25)
+    assert enabled(cfgs["dkd"]) == {"rcn_cls"} and cfgs["recipe_dkd"].distill.rpn_cls == recipe.rpn_cls
 
 
 def test_a_student_init_override_reaches_the_students_not_the_teacher(tmp_path: Path) -> None:
