@@ -8,7 +8,9 @@ their benchmark rows.
 ``speedup_iqr``, ``gflops`` and ``params``; the distilled ones also ``gain_ap50`` (over their
 baseline) and ``gap_closed`` (the share of the teacher-baseline AP50 gap closed,
 :func:`detkd.experiments.stats.gap_closed`); then ``wall_s``, the demo's own wall time, and
-``teacher_source``: ``bundled``, ``trained`` or the checkpoint given. The model list and which
+``teacher_source``: ``bundled``, ``trained`` or the checkpoint given, and ``transfer_sets``:
+``{model: what its transfer set was}`` for the models that learned from one (``data.unlabeled``).
+The model list and which
 model is whose baseline come from the caller (:mod:`detkd.experiments.demo`).
 """
 
@@ -60,6 +62,7 @@ def build_summary(results: Mapping[str, CellResult], bench: Mapping[str, Mapping
     summary["wall_s"] = round(wall_s, 1)
     summary["resumed"] = any(r.reused for r in results.values())
     summary["teacher_source"] = teacher_source
+    summary["transfer_sets"] = {name: t for name, r in results.items() if (t := transfer_set(r.run_dir))}
     return summary
 
 
@@ -212,15 +215,35 @@ def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def run_config(run_dir: str) -> dict[str, Any] | None:
+    """The ``config.yaml`` a run in ``run_dir`` wrote, as a dict; None for a model scored, not trained, here."""
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return yaml.safe_load(f) or {}
+
+
+def transfer_set(run_dir: str) -> str | None:
+    """The transfer set the run in ``run_dir`` learned from (``data.unlabeled``), in words; None without one."""
+    section = ((run_config(run_dir) or {}).get("data") or {}).get("unlabeled") or {}
+    source = (f"{section['synth_images']} more images of the generator (the first training images after the "
+              "labelled ones: for the bundled teacher, images it was trained on)" if section.get("synth_images")
+              else f"the images of split `{section['split']}`" if section.get("split")
+              else f"the images in `{section['folder']}`" if section.get("folder") else None)
+    if source is None:
+        return None
+    return (f"{source}, without their labels: the teacher's detections scoring >= {section['score_threshold']:g} are "
+            f"their boxes; {100 * section['share']:.0f} % of each epoch's samples, the same number of steps")
+
+
 def starts_from(run_dir: str) -> str:
     """Where the run in ``run_dir`` started, from its ``config.yaml``: the teacher's weights
     (``student.init: teacher``), ``model.checkpoint``'s file name, ``model.weights``, or "random
     weights"; "-" for a model scored, not trained, here."""
-    path = os.path.join(run_dir, "config.yaml")
-    if not os.path.isfile(path):
+    cfg = run_config(run_dir)
+    if cfg is None:
         return "-"
-    with open(path) as f:
-        cfg = yaml.safe_load(f) or {}
     model = cfg.get("model", {})
     if (cfg.get("student") or {}).get("init") == "teacher":
         return f"the teacher's weights (`{os.path.basename((cfg.get('teacher') or {}).get('checkpoint', ''))}`)"
@@ -245,6 +268,8 @@ def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult
         f"with {torch.get_num_threads()} CPU thread(s) (torch {torch.__version__}); "
         f"reproduce with `detkd demo --data {config_dir} --seed {seed}`.",
         f"Teacher: {source}.",
+        *[f"Transfer set of {m}: {text} (its baseline learns from the labelled images only)."
+          for m, text in summary.get("transfer_sets", {}).items()],
         "AP50: PASCAL VOC all-point AP at IoU 0.5; mAP: COCO AP@[.5:.95] (pycocotools); both on the "
         "students' test split, from each model's last checkpoint. Latency: batch 1 on "
         f"{teacher_bench.get('device', 'cpu')} with {teacher_bench.get('threads', '-')} thread(s), each model at its "
