@@ -43,6 +43,12 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def synth_args(synth_root: Path) -> list[str]:
+    """:func:`synth_overrides` of ``synth_root``, for a command line (``detkd distill CFG *synth_args``)."""
+    return synth_overrides(synth_root)
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     """``make_config(synth_root, *overrides)``: configs/synth/student_small.yaml (the ``tiny``
@@ -80,6 +86,23 @@ def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         torch.set_num_threads(threads)
     save_config(cfg, folder / "config.yaml")
     return TrainedTiny(folder / "config.yaml", folder / "run" / "last.pt", summary)
+
+
+@pytest.fixture
+def cli_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """``cli_error(*args)``: run ``detkd ARGS`` in this process and expect it to stop with exit
+    status 2 and one error line on stderr, no traceback; -> that line (log lines may precede it)."""
+    from detkd.cli import main
+
+    def run(*args: object) -> str:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if line.startswith("detkd: error:")]
+        assert code == 2 and "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
+        return errors[0]
+
+    return run
 
 
 def shared_path(*parts: str) -> Path:
