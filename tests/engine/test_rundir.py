@@ -135,3 +135,32 @@ def test_last_pt_is_written_before_the_evaluation(synth_root: Path, make_config:
     with pytest.raises(DetkdError, match="the evaluation failed"):
         train(cfg)
     assert torch.load(Path(cfg.output_dir) / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("failure", ["torch.save", "ENOSPC"])
+def test_a_full_disk_at_the_second_checkpoint_is_one_line_and_keeps_the_first(
+        synth_root: Path, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        cli_error, failure: str) -> None:
+    """torch.save's zip writer on a full disk: RuntimeError "[enforce fail ...] unexpected pos"; a
+    plain write: ENOSPC. Either is "no space left on device: <last.pt>"; the first last.pt stays."""
+    import errno
+
+    config = tmp_path / "cfg.yaml"
+    save_config(make_config(synth_root, *FAST, "train.epochs=2"), config)
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4352 vs 4240")
+
+    monkeypatch.setattr(torch, "save", save)
+    last = tmp_path / "run" / "last.pt"
+    assert cli_error("train", config) == (f"detkd: error: no space left on device: {last} (the previous file, if "
+                                          "any, is kept)")
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
