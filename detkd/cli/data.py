@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from detkd.cli.common import add_dataset_args, index_from_args, print_json
+from detkd.cli.common import add_dataset_args, index_from_args, positive_int, print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,13 +38,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="decode every image once: list the unreadable, truncated or wrongly sized ones "
                             "(exit status 1 when there are any)")
     stats.set_defaults(func=run_stats)
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 def run_synth(args: argparse.Namespace) -> int:
