@@ -87,9 +87,10 @@ def read_list_file(path: str) -> list[tuple[int, str]]:
     """``(line number, stem)`` for each non-empty line of a split file (an extension is dropped).
 
     An id listed twice is an error naming both lines: it would duplicate the image's ground truth
-    and make perfect detections score below 1."""
+    and make perfect detections score below 1. A UTF-8 byte-order mark (Windows editors) is not
+    part of the first id."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(path, f"cannot read the split file ({e.strerror or e})") from None

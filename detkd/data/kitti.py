@@ -116,9 +116,10 @@ def _image_path(image_dir: str, stem: str, label_path: str, images: dict[str, st
 
 
 def _parse_labels(path: str) -> list[KittiObject]:
-    """Every object of a label file; a DataError names the file and line of a bad one."""
+    """Every object of a label file (a UTF-8 byte-order mark is not part of the first type); a
+    DataError names the file and line of a bad one."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(path, f"cannot read the label file ({e.strerror or e})") from None

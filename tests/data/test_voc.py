@@ -211,6 +211,13 @@ def test_an_id_listed_twice_is_refused_naming_both_lines(tmp_path: Path) -> None
         read_voc(str(root), split="train")
 
 
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path) -> None:
+    """Windows editors start a UTF-8 file with a BOM; it used to show up inside the first stem."""
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", []), "b": ann_xml("b", [])})
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    assert [r.image_id for r in read_voc(str(root), split="train").records] == ["a", "b"]
+
+
 def test_indexing_is_quick(tmp_path: Path) -> None:
     anns = {f"{i:06d}": ann_xml(f"{i:06d}", [obj_xml("cat", (1, 1, 9, 9)), obj_xml("dog", (3, 3, 30, 30))]) for i in range(2000)}
     root = make_voc(tmp_path / "v", anns, image=False)
