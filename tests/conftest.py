@@ -105,6 +105,54 @@ def cli_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
     return run
 
 
+def forbid_network(patch: Callable[[object, str, object], None]) -> list[str]:
+    """Refuse every network access from now on, and record it: DNS lookups and connections other
+    than local (AF_UNIX) sockets raise, and land in the returned list, which catches the attempts
+    of a library that swallows the error (albumentations' update check does). ``patch``:
+    ``monkeypatch.setattr``, or ``setattr`` in a subprocess (this function is self-contained, so
+    its source runs there as it is)."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what: str) -> Callable[..., None]:
+        def call(*args: object, **kwargs: object) -> None:
+            attempts.append(f"{what}{args}")
+            raise AssertionError(f"detkd tried to use the network: {what}{args}")
+
+        return call
+
+    local_connect, refused = socket.socket.connect, refuse("connect")
+
+    def connect(sock: socket.socket, address: object) -> None:  # loader workers' local sockets stay allowed
+        if sock.family != socket.AF_UNIX:
+            refused(address)
+        local_connect(sock, address)
+
+    patch(socket.socket, "connect", connect)
+    patch(socket, "create_connection", refuse("create_connection"))
+    patch(socket, "getaddrinfo", refuse("getaddrinfo"))
+    return attempts
+
+
+@pytest.fixture(scope="session")
+def no_network_prelude() -> str:
+    """Python source that starts a program with the network refused (:func:`forbid_network`), the
+    attempts in ``attempts``: for a subprocess, where nothing was imported before it."""
+    import inspect
+
+    return ("from __future__ import annotations\nfrom collections.abc import Callable\n\n"
+            f"{inspect.getsource(forbid_network)}\nattempts = forbid_network(setattr)\n")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """No network in the test (:func:`forbid_network`); any attempt fails it, even a swallowed one."""
+    attempts = forbid_network(monkeypatch.setattr)
+    yield attempts
+    assert not attempts, f"network access attempted: {attempts}"
+
+
 def shared_path(*parts: str) -> Path:
     """A folder of ``../shared/data``; skips the test, saying which folder, when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

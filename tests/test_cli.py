@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -95,6 +96,25 @@ def test_bad_results_file_is_one_line_on_stderr(synth_dir: Path, tmp_path: Path,
     assert proc.returncode != 0
     lines = [line for line in proc.stderr.splitlines() if line.startswith("detkd: error")]
     assert len(lines) == 1 and problem in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_importing_detkd_and_a_toy_train_open_no_socket(tmp_path: Path, synth_args: list[str],
+                                                         no_network_prelude: str) -> None:
+    """albumentations looks for a newer version on PyPI when imported (a DNS lookup and an HTTPS
+    connection, a warning offline) unless NO_ALBUMENTATIONS_UPDATE is set: detkd sets it. In a
+    fresh interpreter, with the network refused before anything is imported."""
+    repo = Path(__file__).resolve().parents[1]
+    program = no_network_prelude + (
+        "import sys\nimport detkd\nimport detkd.cli\ncode = detkd.cli.main(sys.argv[1:])\n"
+        "print('network attempts:', attempts)\nsys.exit(3 if attempts else code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    env.update(PYTHONPATH=os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    args = ["train", str(repo / "configs" / "synth" / "student_small.yaml"), *synth_args, "data.limit=2",
+            "train.epochs=1", "train.batch_size=2", "model.min_size=96", "model.max_size=120",
+            f"output_dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "network attempts: []" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert (tmp_path / "run" / "best.pt").is_file()
 
 
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
