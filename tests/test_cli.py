@@ -170,3 +170,32 @@ def test_stats_check_images_decodes_every_image(tmp_path: Path, capsys: pytest.C
     assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--check-images",
                  "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["bad_images"] == [f"{image}: truncated image (no PNG IEND chunk)"]
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "header only"])
+def test_stats_lists_the_truncated_jpeg_that_train_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          damage: str) -> None:
+    """The header is whole (the reader indexes it), the pixels are not: stats says what training says."""
+    import cv2
+
+    from detkd.data.images import read_rgb
+    from detkd.errors import DataError
+
+    root = tmp_path / "synth"
+    assert main(["data", "synth", str(root), "--images", "10", "--profile", "easy"]) == 0
+    voc = root / "voc"
+    stem = (voc / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
+    png = voc / "JPEGImages" / f"{stem}.png"
+    data = cv2.imencode(".jpg", cv2.imread(str(png)))[1].tobytes()
+    png.unlink()
+    jpeg = voc / "JPEGImages" / f"{stem}.jpg"
+    jpeg.write_bytes(data[: len(data) // 2] if damage == "cut in half" else data[: data.index(b"\xff\xda")])
+    with pytest.raises(DataError) as refused:
+        read_rgb(str(jpeg))  # what a training data loader does with it
+    assert str(refused.value) == f"{jpeg}: truncated image (no JPEG end-of-image marker)"
+    capsys.readouterr()
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["bad_images"] == [str(refused.value)]
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert f"images checked for a cut-off end: 1 bad:\n  {refused.value}" in out
