@@ -57,7 +57,7 @@ def read_coco(
         _make_record(ann, image_dir, im, by_image.get(im["id"], []), label_of, cat_names, report)
         for im in data["images"]
     ]
-    warn_report(report, ann)
+    warn_report(report, ann, names)
     return DatasetIndex(
         format="coco", root=root, split=split, classes=names, records=records, report=report, category_ids=category_ids
     )

@@ -82,7 +82,8 @@ def read_kitti(
     label_of = {name: k for k, name in enumerate(selected, start=1)}
     report = LoadReport()
     records = [_make_record(stem, path, image, objs, label_of, rename, report) for stem, path, image, objs in parsed]
-    warn_report(report, root)
+    report.unused_map = sorted(set(rename) - {o.type for *_, objects in parsed for o in objects})
+    warn_report(report, root, selected)
     return DatasetIndex(format="kitti", root=root, split=split, classes=selected, records=records, report=report)
 
 

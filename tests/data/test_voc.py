@@ -144,6 +144,19 @@ def test_misspelt_class_is_left_out_and_counted(tmp_path: Path) -> None:
     assert index.records[0].labels.tolist() == [1]
 
 
+def test_a_name_that_differs_from_a_class_only_in_case_or_spaces_is_named(tmp_path: Path) -> None:
+    """'wbc ' next to 'WBC': left out (classes given) or a class of its own (classes found), either way said."""
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", [obj_xml("WBC", (1, 1, 9, 9)), obj_xml("wbc ", (2, 2, 9, 9)),
+                                                        obj_xml("RBC", (1, 1, 5, 5))])})
+    with pytest.warns(DataWarning, match=r"left out 1 object\(s\) of classes not selected \(wbc: 1, like 'WBC' but for "
+                                         r"case or spaces\)"):
+        index = read_voc(str(root), split="train", classes=["WBC", "RBC"])
+    assert index.records[0].labels.tolist() == [1, 2] and index.report.variants == {"wbc": "WBC"}
+    with pytest.warns(DataWarning, match=r"classes that differ only in case or spaces: 'wbc' and 'WBC' \(a typo\?\)"):
+        index = read_voc(str(root), split="train")
+    assert index.classes == ("RBC", "WBC", "wbc")
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
