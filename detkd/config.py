@@ -253,6 +253,17 @@ class ModelSection:
     rpn: RPNSection = section(RPNSection)
     roi: RoISection = section(RoISection)
 
+    def problems(self) -> list[tuple[tuple[str, ...], str]]:
+        sizes = self
+        if self.preset is not None:  # the preset's sizes where these are still at their defaults
+            from detkd.models.presets import PRESETS, resolve_model_config
+
+            sizes = resolve_model_config(self) if self.preset in PRESETS else self  # unknown: refused when built
+        if sizes.min_size > sizes.max_size:
+            return [(("min_size", "max_size"), f"({sizes.min_size}) must be at most max_size ({sizes.max_size}): "
+                     "the resize holds an image's longer side at max_size, so its shorter side never reaches min_size")]
+        return []
+
 
 @dataclass
 class TrainSection:
@@ -421,6 +432,10 @@ class DistillConfig(Config):
     teacher: TeacherSection = section(TeacherSection)
     student: StudentSection = section(StudentSection)
     distill: DistillSection = section(DistillSection)
+
+
+# the sections a distillation config adds to a training config
+DISTILL_SECTIONS = tuple(f.name for f in dataclasses.fields(DistillConfig) if f.name not in Config.__dataclass_fields__)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -790,7 +805,10 @@ def _unknown_key(cls: type, name: str, key: str, where: str, schema: type) -> De
     siblings = list(_hints(cls))
     close = difflib.get_close_matches(name, siblings, n=1)
     elsewhere = [k for k in all_keys(schema) if k.rpartition(".")[2] == name]
-    if close:
+    if key in DISTILL_SECTIONS and schema is Config:
+        hint = (": this is a distillation config (or a detkd distill run's), read here where a training config is "
+                "expected; `detkd distill` runs it, and a distilled student is described by its student config")
+    elif close:
         hint = f"; did you mean {prefix + close[0]!r}?"
     elif elsewhere:
         hint = f"; did you mean {elsewhere[0]!r}?"

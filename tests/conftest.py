@@ -43,6 +43,12 @@ def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def synth_args(synth_root: Path) -> list[str]:
+    """:func:`synth_overrides` of ``synth_root``, for a command line (``detkd distill CFG *synth_args``)."""
+    return synth_overrides(synth_root)
+
+
 @pytest.fixture
 def make_config(tmp_path: Path) -> Callable[..., Config]:
     """``make_config(synth_root, *overrides)``: configs/synth/student_small.yaml (the ``tiny``
@@ -98,6 +104,71 @@ def teacher_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     checkpoint = folder / "best.pt"
     torch.save({"model": model.state_dict(), "config": config_to_dict(cfg), "classes": list(SYNTH_CLASSES)}, checkpoint)
     return config, checkpoint
+
+
+@pytest.fixture
+def cli_error(capsys: pytest.CaptureFixture[str]) -> Callable[..., str]:
+    """``cli_error(*args)``: run ``detkd ARGS`` in this process and expect it to stop with exit
+    status 2 and one error line on stderr, no traceback; -> that line (log lines may precede it)."""
+    from detkd.cli import main
+
+    def run(*args: object) -> str:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err.strip()
+        errors = [line for line in err.splitlines() if line.startswith("detkd: error:")]
+        assert code == 2 and "Traceback" not in err and len(errors) == 1 and err.endswith(errors[0]), err
+        return errors[0]
+
+    return run
+
+
+def forbid_network(patch: Callable[[object, str, object], None]) -> list[str]:
+    """Refuse every network access from now on, and record it: DNS lookups and connections other
+    than local (AF_UNIX) sockets raise, and land in the returned list, which catches the attempts
+    of a library that swallows the error (albumentations' update check does). ``patch``:
+    ``monkeypatch.setattr``, or ``setattr`` in a subprocess (this function is self-contained, so
+    its source runs there as it is)."""
+    import socket
+
+    attempts: list[str] = []
+
+    def refuse(what: str) -> Callable[..., None]:
+        def call(*args: object, **kwargs: object) -> None:
+            attempts.append(f"{what}{args}")
+            raise AssertionError(f"detkd tried to use the network: {what}{args}")
+
+        return call
+
+    local_connect, refused = socket.socket.connect, refuse("connect")
+
+    def connect(sock: socket.socket, address: object) -> None:  # loader workers' local sockets stay allowed
+        if sock.family != socket.AF_UNIX:
+            refused(address)
+        local_connect(sock, address)
+
+    patch(socket.socket, "connect", connect)
+    patch(socket, "create_connection", refuse("create_connection"))
+    patch(socket, "getaddrinfo", refuse("getaddrinfo"))
+    return attempts
+
+
+@pytest.fixture(scope="session")
+def no_network_prelude() -> str:
+    """Python source that starts a program with the network refused (:func:`forbid_network`), the
+    attempts in ``attempts``: for a subprocess, where nothing was imported before it."""
+    import inspect
+
+    return ("from __future__ import annotations\nfrom collections.abc import Callable\n\n"
+            f"{inspect.getsource(forbid_network)}\nattempts = forbid_network(setattr)\n")
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """No network in the test (:func:`forbid_network`); any attempt fails it, even a swallowed one."""
+    attempts = forbid_network(monkeypatch.setattr)
+    yield attempts
+    assert not attempts, f"network access attempted: {attempts}"
 
 
 def shared_path(*parts: str) -> Path:

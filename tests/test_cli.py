@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,25 @@ def test_bad_results_file_is_one_line_on_stderr(synth_dir: Path, tmp_path: Path,
     assert len(lines) == 1 and problem in lines[0] and "Traceback" not in proc.stderr
 
 
+def test_importing_detkd_and_a_toy_train_open_no_socket(tmp_path: Path, synth_args: list[str],
+                                                         no_network_prelude: str) -> None:
+    """albumentations looks for a newer version on PyPI when imported (a DNS lookup and an HTTPS
+    connection, a warning offline) unless NO_ALBUMENTATIONS_UPDATE is set: detkd sets it. In a
+    fresh interpreter, with the network refused before anything is imported."""
+    repo = Path(__file__).resolve().parents[1]
+    program = no_network_prelude + (
+        "import sys\nimport detkd\nimport detkd.cli\ncode = detkd.cli.main(sys.argv[1:])\n"
+        "print('network attempts:', attempts)\nsys.exit(3 if attempts else code)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+    env.update(PYTHONPATH=os.pathsep.join([str(repo), env.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    args = ["train", str(repo / "configs" / "synth" / "student_small.yaml"), *synth_args, "data.limit=2",
+            "train.epochs=1", "train.batch_size=2", "model.min_size=96", "model.max_size=120",
+            f"output_dir={tmp_path / 'run'}"]
+    proc = subprocess.run([sys.executable, "-c", program, *args], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 0 and "network attempts: []" in proc.stdout, proc.stdout + proc.stderr[-3000:]
+    assert (tmp_path / "run" / "best.pt").is_file()
+
+
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "detkd", "data", "stats", "--format", "voc", "--root", str(tmp_path / "absent")],
@@ -150,3 +170,32 @@ def test_stats_check_images_decodes_every_image(tmp_path: Path, capsys: pytest.C
     assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--check-images",
                  "--json"]) == 1
     assert json.loads(capsys.readouterr().out)["bad_images"] == [f"{image}: truncated image (no PNG IEND chunk)"]
+
+
+@pytest.mark.parametrize("damage", ["cut in half", "header only"])
+def test_stats_lists_the_truncated_jpeg_that_train_refuses(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          damage: str) -> None:
+    """The header is whole (the reader indexes it), the pixels are not: stats says what training says."""
+    import cv2
+
+    from detkd.data.images import read_rgb
+    from detkd.errors import DataError
+
+    root = tmp_path / "synth"
+    assert main(["data", "synth", str(root), "--images", "10", "--profile", "easy"]) == 0
+    voc = root / "voc"
+    stem = (voc / "ImageSets" / "Main" / "train.txt").read_text().split()[0]
+    png = voc / "JPEGImages" / f"{stem}.png"
+    data = cv2.imencode(".jpg", cv2.imread(str(png)))[1].tobytes()
+    png.unlink()
+    jpeg = voc / "JPEGImages" / f"{stem}.jpg"
+    jpeg.write_bytes(data[: len(data) // 2] if damage == "cut in half" else data[: data.index(b"\xff\xda")])
+    with pytest.raises(DataError) as refused:
+        read_rgb(str(jpeg))  # what a training data loader does with it
+    assert str(refused.value) == f"{jpeg}: truncated image (no JPEG end-of-image marker)"
+    capsys.readouterr()
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train", "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["bad_images"] == [str(refused.value)]
+    assert main(["data", "stats", "--format", "voc", "--root", str(voc), "--split", "train"]) == 1
+    out = capsys.readouterr().out
+    assert f"images checked for a cut-off end: 1 bad:\n  {refused.value}" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -151,9 +152,29 @@ def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path: Path) -> None:
     ("data.augment.hflip=1.5", "'data.augment.hflip': must be 0 to 1; got 1.5"),
     ("model.rpn.fg_iou_thresh=0.2", "'model.rpn.fg_iou_thresh' (0.2) must be at least bg_iou_thresh (0.3)"),
     ("model.roi.bg_iou_thresh=0.6", "'model.roi.fg_iou_thresh' (0.5) must be at least bg_iou_thresh (0.6)"),
+    ("model.min_size=400", "'model.min_size' (400) must be at most max_size (320): the resize holds"),
 ])
 def test_values_out_of_range_are_refused_once_in_the_schema(override: str, message: str) -> None:
     assert error_of(REPO / "configs" / "synth" / "student_small.yaml", (override,)).startswith(f"command line: {message}")
+
+
+def test_min_size_above_max_size_is_refused_after_the_preset_fills_in(tmp_path: Path) -> None:
+    """A preset's sizes count where the file leaves them at their defaults (tiny: 320/533)."""
+    path = write(tmp_path / "sizes.yaml", "model: {preset: tiny, max_size: 300}")
+    assert error_of(path) == (f"{path}: 'model.min_size' (320) must be at most max_size (300): the resize holds an "
+                              "image's longer side at max_size, so its shorter side never reaches min_size")
+    assert load_config(write(tmp_path / "fine.yaml", "model: {preset: tiny, min_size: 256, max_size: 300}")).model.max_size == 300
+    assert error_of(write(tmp_path / "plain.yaml", "model: {max_size: 700}")).endswith("'model.min_size' (800) must be "
+                                                                                    "at most max_size (700): the resize "
+                                                                                    "holds an image's longer side at "
+                                                                                    "max_size, so its shorter side never "
+                                                                                    "reaches min_size")
+
+
+def test_a_distillation_config_where_a_training_config_belongs_says_so() -> None:
+    message = error_of(REPO / "configs" / "synth" / "distill_small.yaml")
+    assert re.search(r"unknown key '(teacher|student|distill)': this is a distillation config", message), message
+    assert "`detkd distill` runs it" in message
 
 
 def test_every_range_is_documented() -> None:

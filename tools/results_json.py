@@ -17,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
+SUMMARY_KEYS = ("config", "splits", "teacher", "cells", "rows")  # what convert reads
+
+
 def percent(value: float | None) -> float | None:
     return None if value is None else round(100.0 * value, 2)
 
@@ -56,6 +59,20 @@ def convert(summary: dict[str, Any], recipe: str, command: str | None) -> dict[s
     }
 
 
+def read_summary(path: str) -> dict[str, Any]:
+    """The ablation.json at ``path``; a missing, unreadable or foreign file ends the script with one line."""
+    try:
+        summary = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path}: not found (give the ablation.json that detkd ablate wrote)") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"{path}: not a readable JSON file ({e})") from None
+    missing = [k for k in SUMMARY_KEYS if not isinstance(summary, dict) or k not in summary]
+    if missing:
+        raise SystemExit(f"{path}: not an ablation.json of detkd ablate (it lacks {', '.join(missing)})")
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ablation", help="the ablation.json that detkd ablate wrote")
@@ -63,8 +80,11 @@ def main() -> None:
     parser.add_argument("--recipe", required=True, help="the row the headline quotes")
     parser.add_argument("--command", help="the command that made the ablation (recorded)")
     args = parser.parse_args()
-    summary = json.loads(Path(args.ablation).read_text(encoding="utf-8"))
-    out = convert(summary, args.recipe, args.command)
+    summary = read_summary(args.ablation)
+    try:
+        out = convert(summary, args.recipe, args.command)
+    except (KeyError, TypeError, AttributeError, ValueError) as e:
+        raise SystemExit(f"{args.ablation}: not an ablation.json of detkd ablate ({type(e).__name__}: {e})") from None
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out}: {len(out['baseline'])} baseline seeds, rows {', '.join(out['rows'])}")

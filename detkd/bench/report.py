@@ -115,6 +115,7 @@ COLUMNS: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
     ("mAP (%)", _fixed("map", 100.0, 2)),
     ("speed-up", _fixed("speedup")),
     ("speed-up IQR", _fixed("speedup_iqr")),
+    ("speed-up vs", lambda d: d["reference"] or "-"),  # its teacher (a distillation config), else the first row
     ("note", lambda d: NOISY if d["noisy"] else ""),
 ]
 RIGHT_FROM = 2  # columns from here on are right-aligned
@@ -163,7 +164,8 @@ def settings_line(row: BenchRow) -> str:
     return (f"device {row.device}, {threads}, {row.amp or 'fp32'}; input {row.raw_hw} resized by each model; "
             f"latency: batch 1, {row.warmup} warm-up runs, then {row.rounds} interleaved rounds of {row.runs} runs "
             "(every model once a round, order rotated); latency and IQR: median and interquartile range over "
-            "rounds; speed-up: median over rounds of the per-round ratio; rows whose IQR exceeds "
+            "rounds; speed-up: median over rounds of the per-round ratio to the row named under \"speed-up vs\" "
+            "(a distillation config's teacher, else the first row); rows whose IQR exceeds "
             f"{100 * NOISE_LIMIT:.0f} % are marked \"{NOISY}\"; peak MB: {memory} of a batch-1 forward; GFLOPs per "
             "image (multiply-add = 2, RoIAlign and NMS not counted)")
 

@@ -29,6 +29,17 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--class-map", type=parse_class_map, help="KITTI only: raw type to class, e.g. Van=Car,Person_sitting=Pedestrian")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a count of images, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 def parse_names(text: str) -> tuple[str, ...]:
     names = tuple(n.strip() for n in text.split(","))
     if any(not n for n in names):

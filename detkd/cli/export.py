@@ -8,6 +8,7 @@ import warnings
 
 import torch
 
+from detkd.cli.common import positive_int
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -42,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--onnx", metavar="OUT.onnx", help="also export to ONNX and check it against PyTorch")
     parser.add_argument("--images", nargs="+", metavar="IMAGE", help="images for the ONNX check "
                         "(default: the first --check-images test images of the checkpoint's dataset)")
-    parser.add_argument("--check-images", type=int, default=3, metavar="N",
-                        help="images for the ONNX check (default: 3)")
+    parser.add_argument("--check-images", type=positive_int, default=3, metavar="N",
+                        help="how many test images the ONNX check runs on, at least 1 (default: 3)")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset, 11 or later (default: 17)")
     parser.add_argument("--force", action="store_true", help="replace outputs that exist (never the checkpoint)")
     parser.set_defaults(func=run)

@@ -57,7 +57,7 @@ def read_coco(
         _make_record(ann, image_dir, im, by_image.get(im["id"], []), label_of, cat_names, report)
         for im in data["images"]
     ]
-    warn_report(report, ann)
+    warn_report(report, ann, names)
     return DatasetIndex(
         format="coco", root=root, split=split, classes=names, records=records, report=report, category_ids=category_ids
     )
@@ -119,10 +119,17 @@ def _group_annotations(
             raise DataError(path, f"image id {im['id']} appears twice")
         image_ids.add(im["id"])
     grouped: dict[int, list[dict[str, Any]]] = defaultdict(list)
+    first_of: dict[Any, int] = {}  # annotation id -> its position: an id given twice counts its object twice
     for i, a in enumerate(annotations):
         what = f"annotation {a.get('id', i) if isinstance(a, dict) else i}"
         if not isinstance(a, dict) or a.get("image_id") not in image_ids:
             raise DataError(path, f"{what} refers to no image of the file (image_id {_get(a, 'image_id')!r})")
+        ann_id = a.get("id")
+        if isinstance(ann_id, (int, str)) and ann_id in first_of:
+            raise DataError(path, f"annotation id {ann_id!r} appears twice (entries {first_of[ann_id]} and {i} of "
+                            "'annotations'): its object would be counted twice")
+        if isinstance(ann_id, (int, str)):
+            first_of[ann_id] = i
         if a.get("category_id") not in cat_names:
             raise DataError(path, f"{what} has an unknown category_id {a.get('category_id')!r}")
         bbox = a.get("bbox")

@@ -87,9 +87,10 @@ def read_list_file(path: str) -> list[tuple[int, str]]:
     """``(line number, stem)`` for each non-empty line of a split file (an extension is dropped).
 
     An id listed twice is an error naming both lines: it would duplicate the image's ground truth
-    and make perfect detections score below 1."""
+    and make perfect detections score below 1. A UTF-8 byte-order mark (Windows editors) is not
+    part of the first id."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(path, f"cannot read the split file ({e.strerror or e})") from None
@@ -138,8 +139,27 @@ def labels_array(labels: list[int]) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64).reshape(-1)
 
 
-def warn_report(report: LoadReport, dataset: str) -> None:
-    """Emit ONE :class:`DataWarning` that sums up ``report`` (nothing when it is clean)."""
+def warn_report(report: LoadReport, dataset: str, classes: Sequence[str] = ()) -> None:
+    """Emit ONE :class:`DataWarning` that sums up ``report`` (nothing when it is clean), after
+    noting the names that differ from one of ``classes`` only in case or spaces."""
+    note_variants(report, classes)
     lines = report.summary_lines(dataset)
     if lines:
         warnings.warn("; ".join(lines), DataWarning, stacklevel=3)
+
+
+def note_variants(report: LoadReport, classes: Sequence[str]) -> None:
+    """Record in ``report.variants`` each left-out name, and each class after the first of its
+    kind, that differs from a class only in case or spaces (``wbc`` next to ``WBC``)."""
+
+    def folded(name: str) -> str:
+        return "".join(name.split()).casefold()
+
+    first: dict[str, str] = {}
+    for name in classes:
+        if first.get(folded(name), name) != name:  # the same name twice (COCO categories) is not a variant
+            report.variants[name] = first[folded(name)]
+        first.setdefault(folded(name), name)
+    for name in report.skipped_classes:
+        if folded(name) in first:
+            report.variants[name] = first[folded(name)]

@@ -18,6 +18,8 @@ from PIL import Image, UnidentifiedImageError
 
 from detkd.errors import DataError
 
+PADDING = b"\x00\r\n\t "  # what some writers leave after a JPEG's end-of-image marker
+END_BYTES = 1024  # the end of a file that check_file_end reads
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".PNG", ".JPG", ".JPEG")
 
 
@@ -51,19 +53,43 @@ def read_rgb(path: str) -> np.ndarray:
         raise DataError(path, "image file is missing") from None
     except OSError as e:
         raise DataError(path, f"cannot read the image ({e.strerror or e})") from None
-    problem = truncation(data)
-    if problem:
-        raise DataError(path, f"truncated image ({problem})")
+    refuse_truncated(path, data)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if img is None:
         raise DataError(path, "unreadable image (empty, or not a valid image file)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
+def check_file_end(path: str) -> None:
+    """:func:`read_rgb`'s check for a cut-off file without decoding it: only the file's first and
+    last bytes are read (``detkd data stats`` runs it on every image)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(len(head), size - END_BYTES))
+            tail = f.read()
+            if not tail.rstrip(PADDING) and size > len(head) + len(tail):  # all padding: look further back
+                f.seek(len(head))
+                tail = f.read()
+    except FileNotFoundError:
+        raise DataError(path, "image file is missing") from None
+    except OSError as e:
+        raise DataError(path, f"cannot read the image ({e.strerror or e})") from None
+    refuse_truncated(path, head + tail)
+
+
+def refuse_truncated(path: str, data: bytes) -> None:
+    """A DataError naming ``path`` when ``data`` (the file's bytes, or its first and last ones) ends early."""
+    problem = truncation(data)
+    if problem:
+        raise DataError(path, f"truncated image ({problem})")
+
+
 def truncation(data: bytes) -> str | None:
     """Why a JPEG or PNG file's bytes end early, or None (other formats: the decoder decides)."""
     if data[:3] == b"\xff\xd8\xff":
-        end = data.rstrip(b"\x00\r\n\t ")
+        end = data.rstrip(PADDING)
         return None if end.endswith(b"\xff\xd9") else "no JPEG end-of-image marker"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return None if b"IEND" in data[-16:] else "no PNG IEND chunk"

@@ -82,7 +82,8 @@ def read_kitti(
     label_of = {name: k for k, name in enumerate(selected, start=1)}
     report = LoadReport()
     records = [_make_record(stem, path, image, objs, label_of, rename, report) for stem, path, image, objs in parsed]
-    warn_report(report, root)
+    report.unused_map = sorted(set(rename) - {o.type for *_, objects in parsed for o in objects})
+    warn_report(report, root, selected)
     return DatasetIndex(format="kitti", root=root, split=split, classes=selected, records=records, report=report)
 
 
@@ -116,9 +117,10 @@ def _image_path(image_dir: str, stem: str, label_path: str, images: dict[str, st
 
 
 def _parse_labels(path: str) -> list[KittiObject]:
-    """Every object of a label file; a DataError names the file and line of a bad one."""
+    """Every object of a label file (a UTF-8 byte-order mark is not part of the first type); a
+    DataError names the file and line of a bad one."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise DataError(path, f"cannot read the label file ({e.strerror or e})") from None

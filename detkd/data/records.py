@@ -73,7 +73,9 @@ class LoadReport:
     or negative size (dropped), wholly outside the image (dropped) and reaching outside it
     (clipped to it); ``size_mismatch`` the images whose annotated size differs from the file's
     (the file's is used); ``skipped_classes`` counts objects of classes outside the selected
-    class list, by name.
+    class list, by name; ``variants`` maps a name (left out, or a class) to the class it differs
+    from only in case or spaces (``wbc`` next to ``WBC``: a typo?); ``unused_map`` lists the
+    ``class_map`` entries (KITTI) whose raw type no object has.
     """
 
     dropped: list[str] = field(default_factory=list)
@@ -81,6 +83,8 @@ class LoadReport:
     skipped_classes: Counter[str] = field(default_factory=Counter)
     outside: list[str] = field(default_factory=list)
     size_mismatch: list[str] = field(default_factory=list)
+    variants: dict[str, str] = field(default_factory=dict)
+    unused_map: list[str] = field(default_factory=list)
 
     def summary_lines(self, dataset: str) -> list[str]:
         """One warning line per kind of problem, with counts and the first locations."""
@@ -98,7 +102,15 @@ class LoadReport:
                 first = ", ".join(where[:3]) + (", ..." if len(where) > 3 else "")
                 lines.append(f"{dataset}: {verb} {len(where)} box(es) {why} ({first})")
         if self.skipped_classes:
-            names = ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped_classes.items()))
+            names = ", ".join(f"{k}: {v}{self._like(k)}" for k, v in sorted(self.skipped_classes.items()))
             total = sum(self.skipped_classes.values())
             lines.append(f"{dataset}: left out {total} object(s) of classes not selected ({names})")
+        twins = [f"{k!r} and {v!r}" for k, v in self.variants.items() if k not in self.skipped_classes]
+        if twins:
+            lines.append(f"{dataset}: classes that differ only in case or spaces: {'; '.join(twins)} (a typo?)")
+        if self.unused_map:
+            lines.append(f"{dataset}: class_map entries that match no type in the data: {', '.join(self.unused_map)}")
         return lines
+
+    def _like(self, name: str) -> str:
+        return f", like {self.variants[name]!r} but for case or spaces" if name in self.variants else ""

@@ -41,22 +41,25 @@ def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
     }
 
 
-def check_images(index: DatasetIndex) -> list[str]:
-    """Decode every image of ``index`` once (with a progress bar): ``"file: problem"`` for each
-    one that is unreadable or truncated, or whose pixels differ in size from its record."""
+def check_images(index: DatasetIndex, decode: bool = True) -> list[str]:
+    """``"file: problem"`` for each image of ``index`` that training would refuse, checked once
+    each (with a progress bar). ``decode``: decoded whole (unreadable, truncated, or pixels of
+    another size than its record); else only read at its ends for a cut-off file
+    (:func:`~detkd.data.images.check_file_end`: a truncated or header-only JPEG or PNG)."""
     from tqdm import tqdm
 
-    from detkd.data.images import read_rgb
+    from detkd.data.images import check_file_end, read_rgb
     from detkd.errors import DataError
 
     bad = []
-    for record in tqdm(index.records, desc="decoding images", disable=None, leave=False):
+    for record in tqdm(index.records, desc="decoding images" if decode else "checking image ends", disable=None,
+                       leave=False):
         try:
-            image = read_rgb(record.file_name)
+            image = read_rgb(record.file_name) if decode else check_file_end(record.file_name)
         except DataError as e:
             bad.append(str(e))
             continue
-        if image.shape[:2] != (record.height, record.width):
+        if image is not None and image.shape[:2] != (record.height, record.width):
             bad.append(f"{record.file_name}: decoded {image.shape[1]}x{image.shape[0]}, indexed "
                        f"{record.width}x{record.height}")
     return bad
@@ -85,7 +88,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         skipped = ", ".join(f"{name}: {n}" for name, n in stats["skipped_classes"].items())
         lines.append(f"left out (classes not selected): {skipped}")
     if "bad_images" in stats:
-        bad = stats["bad_images"]
-        lines.append(f"images checked by decoding: {len(bad)} bad" + (":" if bad else " (all decode whole)"))
+        bad, decoded = stats["bad_images"], stats.get("images_decoded", True)
+        how, fine = ("by decoding", "all decode whole") if decoded else ("for a cut-off end", "none cut off")
+        lines.append(f"images checked {how}: {len(bad)} bad" + (":" if bad else f" ({fine})"))
         lines += [f"  {line}" for line in bad]
     return "\n".join(lines)

@@ -63,7 +63,7 @@ def read_voc(root: str, split: str | None = "trainval", classes: Sequence[str] |
     label_of = {name: k for k, name in enumerate(selected, start=1)}
     report = LoadReport()
     records = [_make_record(head, size, objects, label_of, report) for head, size, objects in parsed]
-    warn_report(report, root)
+    warn_report(report, root, selected)
     return DatasetIndex(format="voc", root=root, split=split, classes=selected, records=records, report=report)
 
 

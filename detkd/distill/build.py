@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
+
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import ClsTermSection, Config, DistillConfig, config_from_dict, load_config
+from detkd.config import DISTILL_SECTIONS, ClsTermSection, Config, DistillConfig, config_from_dict, load_any_config
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
 from detkd.distill.task import (
     DistillModule,
@@ -24,6 +26,7 @@ from detkd.engine.data import data_classes as data_classes_of
 from detkd.engine.data import resolve_source
 from detkd.errors import DetkdError
 from detkd.models import build_model
+from detkd.models.class_map import check_class_map
 from detkd.models.weights import load_checkpoint_weights
 
 log = logging.getLogger("detkd")
@@ -86,13 +89,16 @@ def resolve_student_init(cfg: DistillConfig) -> DistillConfig:
 
 
 def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
-    """The teacher of ``teacher.config``, with the weights of ``teacher.checkpoint``, frozen."""
+    """The teacher of ``teacher.config``, with the weights of ``teacher.checkpoint``, frozen.
+
+    A distilled student can teach: ``teacher.config`` may be a distillation config and the
+    checkpoint a ``detkd distill`` run's, whose model section (the student's) builds the teacher."""
     path = cfg.teacher.checkpoint
     unset = DetkdError("teacher.config and teacher.checkpoint must both be set (the trained teacher's config and "
                        "best.pt), or teacher.config alone when its model.weights is a pretrained detector")
     if not cfg.teacher.config:
         raise unset
-    teacher_cfg = load_config(cfg.teacher.config)
+    teacher_cfg = load_any_config(cfg.teacher.config)
     if not path and teacher_cfg.model.weights:
         return freeze_teacher(pretrained_teacher(cfg, teacher_cfg))
     if not path:
@@ -101,9 +107,10 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
         raise DetkdError(f"{path}: teacher checkpoint not found")
     state = load_checkpoint(path, map_location="cpu")
     saved = state.get("config") if isinstance(state, dict) else None
-    saved_model = config_from_dict(saved, path).model if isinstance(saved, dict) else teacher_cfg.model
+    saved_model = saved_config(saved, path).model if isinstance(saved, dict) else teacher_cfg.model
     saved_classes = state.get("classes") if isinstance(state, dict) else None
     student_classes = resolve_source(cfg.data).classes or saved_classes or []
+    check_checkpoint_class_map(cfg.teacher.class_map, student_classes, saved_classes or student_classes)
     if saved_classes is not None:
         check_teacher_compatible(path, saved_classes, student_classes, saved_model, teacher_cfg.model)
     if saved_classes is not None and len(saved_classes) + 1 != num_classes:
@@ -111,6 +118,27 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     teacher = build_model(teacher_cfg.model, num_classes)
     load_checkpoint_weights(teacher, path)
     return freeze_teacher(teacher)
+
+
+def saved_config(saved: dict, path: str) -> Config:
+    """A checkpoint's config: a training run's, or a distillation run's (a distilled student)."""
+    if any(key in saved for key in DISTILL_SECTIONS):
+        log.info("teacher.checkpoint: %s is a distilled student (a detkd distill run's); it is the teacher here", path)
+        return config_from_dict(saved, path, DistillConfig)
+    return config_from_dict(saved, path)
+
+
+def check_checkpoint_class_map(class_map: dict[str, str] | None, student_classes: Sequence[str],
+                               teacher_classes: Sequence[str]) -> None:
+    """``teacher.class_map`` with a teacher checkpoint: its names must be known, and the teacher
+    knows the student's classes by their own names (it is trained on them), so an entry that
+    renames a class would be ignored: refused."""
+    check_class_map(class_map, student_classes, teacher_classes)
+    renamed = {k: v for k, v in (class_map or {}).items() if k != v}
+    if renamed:
+        raise DetkdError(f"teacher.class_map: {renamed} renames classes, but a teacher checkpoint is trained on the "
+                         "student's classes (the same names, in the same order); the map applies to a pretrained "
+                         "teacher (teacher.checkpoint empty, the teacher config's model.weights)")
 
 
 def pretrained_teacher(cfg: DistillConfig, teacher_cfg: Config) -> FasterRCNN:

@@ -1,5 +1,10 @@
 """Checkpoints: written atomically, read with ``torch.load(weights_only=True)``.
 
+:func:`load_checkpoint` is the one reader of weights files: it refuses a file holding a NaN or
+infinite tensor (a damaged file would otherwise score 0 AP without a word), and verifies the
+SHA-256 of the bundled demo teacher whenever that file is the one read
+(:func:`detkd.experiments.bundled.check_if_bundled`).
+
 A training checkpoint is a dict of plain types and tensors only, so the safe loader can read
 it and a checkpoint holding any other pickled object is refused:
 
@@ -38,10 +43,15 @@ def save_checkpoint(path: str | os.PathLike[str], state: dict[str, Any]) -> None
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with the safe loader; any problem is a :class:`DetkdError` naming the file."""
+    """Read a checkpoint with the safe loader; any problem (unreadable, foreign objects, a NaN or
+    infinite tensor, the bundled teacher with another checksum) is a :class:`DetkdError` naming
+    the file."""
+    from detkd.experiments.bundled import check_if_bundled
+
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: checkpoint not found")
+    check_if_bundled(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -54,7 +64,28 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
         raise DetkdError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict):
         raise DetkdError(f"{path}: not a detkd checkpoint (a {type(state).__name__}, expected a dict)")
+    bad = non_finite_tensors(state)
+    if bad:
+        raise DetkdError(f"{path}: refused: {len(bad)} tensor(s) hold NaN or inf (first: {bad[0]}); the file is "
+                         "damaged, or was saved from a run that diverged")
     return state
+
+
+def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the floating-point tensors in ``obj`` (nested dicts, lists and tuples,
+    as a checkpoint holds them) with a NaN or infinite value, in order."""
+    if isinstance(obj, torch.Tensor):
+        return [] if not obj.is_floating_point() or bool(torch.isfinite(obj).all()) else [prefix or "tensor"]
+    if isinstance(obj, dict):
+        items = list(obj.items())
+    elif isinstance(obj, (list, tuple)):
+        items = list(enumerate(obj))
+    else:
+        return []
+    bad: list[str] = []
+    for key, value in items:
+        bad += non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    return bad
 
 
 def model_state_from(state: dict[str, Any], path: str) -> dict[str, torch.Tensor]:

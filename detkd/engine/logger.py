@@ -26,12 +26,23 @@ class MetricLogger:
         self.writer = open_tensorboard(run_dir) if enabled else None
 
     def truncate_after(self, step: int) -> None:
-        """Drop the records a killed run wrote after the checkpoint a resumed run starts from."""
+        """Drop the records a killed run wrote after the checkpoint a resumed run starts from, and
+        any line that is not a JSON record (a writer killed mid-line leaves a partial last line),
+        saying so."""
         if not self.enabled or not os.path.isfile(self.path):
             return
-        with open(self.path, encoding="utf-8") as f:
-            lines = [line for line in f if line.strip()]
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            lines = [(number, line) for number, line in enumerate(f, start=1) if line.strip()]
+        kept, broken = [], []
+        for number, line in lines:
+            record = parse_record(line)
+            if record is None:
+                broken.append(number)
+            elif record.get("step", 0) <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        if broken:
+            log.warning("%s: dropped %d line(s) that are not a whole JSON record (line %s; a writer killed mid-line "
+                        "leaves a partial last line)", self.path, len(broken), ", ".join(map(str, broken)))
         with open(self.path, "w", encoding="utf-8") as f:
             f.writelines(kept)
 
@@ -76,3 +87,12 @@ def open_tensorboard(run_dir: str):  # -> SummaryWriter | None
     except ImportError:
         return None
     return SummaryWriter(run_dir)
+
+
+def parse_record(line: str) -> dict[str, Any] | None:
+    """The JSON object on ``line``, or None when the line is not one (cut short, garbled)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -186,6 +186,11 @@ class Trainer:
             log.info("--resume: no last.pt in %s, starting a new run", self.run_dir)
             return
         state = load_checkpoint(self.last_path, map_location=self.info.device)
+        missing = [k for k in RESUME_KEYS if k not in state]
+        if missing:
+            raise DetkdError(f"{self.last_path}: cannot be resumed: it lacks {', '.join(missing)} (not a last.pt "
+                             "written by detkd train or detkd distill); start a new run with --overwrite, or from "
+                             "its weights with model.checkpoint")
         applied = check_resume_config(self.last_path, saved_config(state, self.last_path, type(self.cfg)),
                                       dataclasses.asdict(self.cfg))
         self.load_state(state)
@@ -422,6 +427,10 @@ RESUME_APPLIES = {
     "train.metric": "best.pt is tracked afresh from the next evaluation",
     "data.num_workers": "", "device": "", "output_dir": "",
 }
+
+
+# what a resume restores besides the weights (see :meth:`Trainer.state_dict`)
+RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "step", "best", "rng")
 
 
 def saved_config(state: dict[str, Any], path: str, schema: type) -> dict[str, Any]:

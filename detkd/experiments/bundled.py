@@ -75,6 +75,15 @@ def bundled_teacher(asset_dir: str | os.PathLike[str] | None = None) -> BundledT
     return BundledTeacher(str(weights), sidecar)
 
 
+def check_if_bundled(path: str | os.PathLike[str]) -> None:
+    """When ``path`` is the bundled teacher's weights file (whatever the path names it by), verify
+    it as :func:`bundled_teacher` does: every command that loads it, not only the demo, refuses
+    a damaged or replaced asset. :func:`detkd.engine.checkpoint.load_checkpoint` calls this."""
+    bundled = Path(ASSET_DIR) / TEACHER_FILE
+    if os.path.realpath(path) == os.path.realpath(bundled):
+        bundled_teacher(ASSET_DIR)
+
+
 def fits(teacher: BundledTeacher, cfg: Any) -> str | None:
     """Why the bundled teacher is not the teacher that ``cfg`` (a teacher config) describes, or
     None when it is: the same resolved model, embedded data of the same profile and seed."""

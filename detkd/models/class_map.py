@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +33,10 @@ def match_classes(data_classes: Sequence[str], teacher_classes: Sequence[str],
     teacher's background), matched by ``class_map``, by name, then by :data:`VOC_TO_COCO`.
 
     Raises:
-        DetkdError: a data class with no teacher class, listing the closest teacher names.
+        DetkdError: a data class with no teacher class, listing the closest teacher names; a
+            ``class_map`` entry naming no class (:func:`check_class_map`).
     """
+    check_class_map(class_map, data_classes, teacher_classes)
     index = {name: i for i, name in enumerate(teacher_classes) if name not in IGNORED_NAMES}
     class_map = dict(class_map or {})
     keep = []
@@ -42,16 +44,40 @@ def match_classes(data_classes: Sequence[str], teacher_classes: Sequence[str],
         wanted = class_map.get(name, name)
         found = index.get(wanted, index.get(VOC_TO_COCO.get(wanted, wanted)))
         if found is None:
-            lower = {n.lower(): n for n in index}
-            close = [lower[n] for n in difflib.get_close_matches(wanted.lower(), list(lower), n=3, cutoff=0.5)]
-            hint = f"closest: {', '.join(close)}" if close else "no close name"
-            raise DetkdError(f"teacher.class_map: data class {name!r} has no teacher class ({hint}); "
+            raise DetkdError(f"teacher.class_map: data class {name!r} has no teacher class ({closest(wanted, index)}); "
                              f"map it with teacher.class_map: {{{name}: <teacher class>}} or fine-tune the teacher")
         keep.append(found)
     if len(set(keep)) != len(keep):
         raise DetkdError(f"teacher.class_map: two data classes map to one teacher class ({list(data_classes)} -> "
                          f"{[teacher_classes[i] for i in keep]})")
     return keep
+
+
+def check_class_map(class_map: Mapping[str, str] | None, data_classes: Sequence[str],
+                    teacher_classes: Sequence[str]) -> None:
+    """Every ``teacher.class_map`` entry maps a class of the data to a class of the teacher (or
+    its VOC name, :data:`VOC_TO_COCO`): an entry naming no class would be ignored without a word.
+
+    Raises:
+        DetkdError: the first entry naming no class, with the known names.
+    """
+    known = [n for n in teacher_classes if n not in IGNORED_NAMES]
+    for key, value in (class_map or {}).items():
+        entry = f"teacher.class_map: {{{key}: {value}}}"
+        if key not in data_classes:
+            raise DetkdError(f"{entry}: {key!r} is not a class of the data ({closest(key, data_classes)}; the data's "
+                             f"classes: {', '.join(data_classes)})")
+        if value not in known and VOC_TO_COCO.get(value) not in known:
+            more = ", ..." if len(known) > 12 else ""
+            raise DetkdError(f"{entry}: the teacher has no class {value!r} ({closest(value, known)}; the teacher's "
+                             f"classes: {', '.join(known[:12])}{more})")
+
+
+def closest(wanted: str, names: Iterable[str]) -> str:
+    """``closest: a, b`` (up to three names like ``wanted``, whatever their case), or ``no close name``."""
+    lower = {n.lower(): n for n in names}
+    close = [lower[n] for n in difflib.get_close_matches(wanted.lower(), list(lower), n=3, cutoff=0.5)]
+    return f"closest: {', '.join(close)}" if close else "no close name"
 
 
 class ReducedPredictor(nn.Module):

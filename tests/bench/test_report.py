@@ -65,6 +65,16 @@ def test_table_csv_and_json_hold_the_same_numbers() -> None:
             "img_per_s_b8", "peak_mem_mb"} <= set(as_json[0])
 
 
+def test_the_table_says_what_each_speed_up_is_against() -> None:
+    """A distillation config's row is timed against its teacher, the others against the first row."""
+    rows = [row("student_small", 320, 10.0, reference="student_small"), row("teacher", 640, 40.0, reference="student_small"),
+            row("distill_small", 320, 10.0, reference="teacher"), row("untimed", 320, 10.0)]
+    table = parse_table(format_table(rows))
+    assert [t["speed-up vs"] for t in table] == ["student_small", "student_small", "teacher", "-"]
+    assert 'ratio to the row named under "speed-up vs" (a distillation config\'s teacher, else the first row)' in \
+        mode_lines(rows)[-1]
+
+
 def test_accuracy_columns_only_with_accuracy() -> None:
     header = format_table([row("a", 320, 10.0)]).splitlines()[0]
     assert "AP50" not in header and "speed-up" in header

@@ -141,6 +141,8 @@ def test_degenerate_and_outside_boxes(tmp_path: Path) -> None:
         (coco_json(annotations=[{"id": 5, "image_id": 7, "category_id": 4, "bbox": [1, 1, 2, 2]}]), r"annotation 5 has an unknown category_id 4"),
         (coco_json(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [1, 1, 2]}]), r"annotation 5: bbox must be"),
         (coco_json(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [1, "x", 2, 2]}]), r"annotation 5 bbox is not a number"),
+        (coco_json(annotations=[{"id": 5, "image_id": 7, "category_id": 3, "bbox": [1, 1, 2, 2]}] * 2),
+         r"annotation id 5 appears twice \(entries 0 and 1 of 'annotations'\)"),
         (coco_json(categories=[{"id": 3, "name": "cat"}, {"id": 1, "name": "cat"}]), None),
     ],
 )
@@ -161,3 +163,19 @@ def test_missing_files(tmp_path: Path) -> None:
         read_coco(str(root), split="train")
     with pytest.raises(DataError, match=r"instances_val\.json: annotation file is missing"):
         read_coco(str(root), split="val")
+
+
+def test_a_duplicate_annotation_id_is_refused_by_evaluate_and_stats(tmp_path: Path, cli_error) -> None:
+    """Perfect detections scored 0.994 against a file listing one object twice; both commands now refuse it."""
+    anns = [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 10, 20, 20]},
+            {"id": 2, "image_id": 9, "category_id": 1, "bbox": [50, 5, 30, 30]},
+            {"id": 1, "image_id": 7, "category_id": 3, "bbox": [10, 10, 20, 20]}]  # fmt: skip
+    root = make_coco(tmp_path / "c", coco_json(annotations=anns))
+    results = tmp_path / "dets.json"
+    results.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"],
+                                    "score": 0.9} for a in anns[:2]]))
+    ann = root / "annotations" / "instances_train.json"
+    dataset = ("--format", "coco", "--root", root, "--split", "train")
+    for args in (("evaluate", *dataset, "--results", results), ("data", "stats", *dataset)):
+        assert cli_error(*args) == (f"detkd: error: {ann}: annotation id 1 appears twice (entries 0 and 2 of "
+                                    "'annotations'): its object would be counted twice")

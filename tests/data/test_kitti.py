@@ -104,6 +104,22 @@ def test_splits_from_file_lists(tmp_path: Path) -> None:
         read_kitti(str(root), split="train")
 
 
+def test_a_byte_order_mark_is_part_of_no_id_or_type(tmp_path: Path) -> None:
+    root = make_kitti(tmp_path / "k", {s: [LINE.format("Car", 1, 2, 30, 20)] for s in ("000000", "000001")})
+    (root / "label_2" / "000001.txt").write_bytes(b"\xef\xbb\xbf" + LINE.format("Car", 1, 2, 30, 20).encode() + b"\n")
+    (root / "train.txt").write_bytes(b"\xef\xbb\xbf000000\n000001\n")
+    index = read_kitti(str(root), split="train")
+    assert [r.image_id for r in index.records] == ["000000", "000001"] and index.classes == ("Car",)
+    assert [r.labels.tolist() for r in index.records] == [[1], [1]]
+
+
+def test_a_class_map_entry_matching_no_type_is_named(tmp_path: Path) -> None:
+    root = make_kitti(tmp_path / "k", {"000000": [LINE.format("Car", 1, 2, 30, 20), LINE.format("Van", 5, 5, 40, 30)]})
+    with pytest.warns(DataWarning, match=r"k: class_map entries that match no type in the data: Carr$"):
+        index = read_kitti(str(root), classes=["Car"], class_map={"Carr": "Car", "Van": "Car"})
+    assert index.report.unused_map == ["Carr"] and index.records[0].labels.tolist() == [1, 1]
+
+
 def test_degenerate_and_outside_boxes(tmp_path: Path) -> None:
     lines = [LINE.format("Car", 10, 10, 10, 20), LINE.format("Car", 50, 5, 120, 30), LINE.format("Car", 1, 2, 30, 20),
              "DontCare -1 -1 -10 -5.0 0.0 20.0 10.0 -1 -1 -1 -1000 -1000 -1000 -10"]  # fmt: skip

@@ -144,6 +144,19 @@ def test_misspelt_class_is_left_out_and_counted(tmp_path: Path) -> None:
     assert index.records[0].labels.tolist() == [1]
 
 
+def test_a_name_that_differs_from_a_class_only_in_case_or_spaces_is_named(tmp_path: Path) -> None:
+    """'wbc ' next to 'WBC': left out (classes given) or a class of its own (classes found), either way said."""
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", [obj_xml("WBC", (1, 1, 9, 9)), obj_xml("wbc ", (2, 2, 9, 9)),
+                                                        obj_xml("RBC", (1, 1, 5, 5))])})
+    with pytest.warns(DataWarning, match=r"left out 1 object\(s\) of classes not selected \(wbc: 1, like 'WBC' but for "
+                                         r"case or spaces\)"):
+        index = read_voc(str(root), split="train", classes=["WBC", "RBC"])
+    assert index.records[0].labels.tolist() == [1, 2] and index.report.variants == {"wbc": "WBC"}
+    with pytest.warns(DataWarning, match=r"classes that differ only in case or spaces: 'wbc' and 'WBC' \(a typo\?\)"):
+        index = read_voc(str(root), split="train")
+    assert index.classes == ("RBC", "WBC", "wbc")
+
+
 @pytest.mark.parametrize(
     ("text", "match"),
     [
@@ -209,6 +222,13 @@ def test_an_id_listed_twice_is_refused_naming_both_lines(tmp_path: Path) -> None
     root = make_voc(tmp_path / "v", {"a": ann_xml("a", []), "b": ann_xml("b", [])}, split=["a", "b", "a"])
     with pytest.raises(DataError, match=r"train\.txt:3: a is listed twice \(first at line 1\)"):
         read_voc(str(root), split="train")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_id(tmp_path: Path) -> None:
+    """Windows editors start a UTF-8 file with a BOM; it used to show up inside the first stem."""
+    root = make_voc(tmp_path / "v", {"a": ann_xml("a", []), "b": ann_xml("b", [])})
+    (root / "ImageSets" / "Main" / "train.txt").write_bytes(b"\xef\xbb\xbfa\r\nb\r\n")
+    assert [r.image_id for r in read_voc(str(root), split="train").records] == ["a", "b"]
 
 
 def test_indexing_is_quick(tmp_path: Path) -> None:

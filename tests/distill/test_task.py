@@ -362,3 +362,57 @@ def test_a_student_distilled_with_a_new_term_exports_to_plain_torchvision(
     assert not any(k.startswith(("blocks.", "adapters.")) for k in exported)
     plain = build_model(distill_config(kind, teacher_files).model, NUM_CLASSES)
     plain.load_state_dict(exported, strict=True)
+
+
+@pytest.mark.parametrize(("class_map", "message"), [
+    ("{circle: nosuch}", r"teacher\.class_map: \{circle: nosuch\}: the teacher has no class 'nosuch' \(no close name; "
+                         r"the teacher's classes: circle, cross_orange, "),
+    ("{nosuch: circle}", r"teacher\.class_map: \{nosuch: circle\}: 'nosuch' is not a class of the data \(no close name; "
+                         r"the data's classes: circle, cross_orange, "),
+    ("{circle: square}", r"teacher\.class_map: \{'circle': 'square'\} renames classes, but a teacher checkpoint is "
+                         r"trained on the student's classes"),
+])
+def test_a_class_map_that_cannot_apply_is_refused_for_a_checkpoint_teacher(teacher_files: tuple[Path, Path],
+                                                                           class_map: str, message: str) -> None:
+    """A teacher checkpoint is trained on the student's classes: the map used to be ignored without a word."""
+    with pytest.raises(DetkdError, match=message):
+        build_distill_task(distill_config("small", teacher_files, f"teacher.class_map={class_map}"), NUM_CLASSES)
+    build_distill_task(distill_config("small", teacher_files, "teacher.class_map={circle: circle}"), NUM_CLASSES)
+
+
+@pytest.mark.parametrize(("class_map", "message"), [
+    ("{circle: nosuch}", r"\{circle: nosuch\}: the teacher has no class 'nosuch' \(closest: couch, bench; the teacher's "
+                         r"classes: person, bicycle, car, "),
+    ("{nosuch: circle}", r"\{nosuch: circle\}: 'nosuch' is not a class of the data \(no close name; the data's "
+                         r"classes: circle, cross_orange, "),
+])
+def test_a_class_map_entry_naming_no_class_is_refused_for_a_coco_teacher(tmp_path: Path, class_map: str, message: str,
+                                                                         synth_root: Path) -> None:
+    """The classes are matched from the weights' metadata before any weights file is read."""
+    coco_teacher = tmp_path / "coco_teacher.yaml"
+    coco_teacher.write_text("model: {backbone: resnet50, weights: FasterRCNN_ResNet50_FPN_Weights.COCO_V1}\n")
+    cfg = load_config(REPO / "configs" / "synth" / "distill_small.yaml",
+                      [f"teacher.config={coco_teacher}", "teacher.checkpoint=''", f"teacher.class_map={class_map}",
+                       f"data.root={synth_root}", *STUDENT_SIZE["small"]], schema=DistillConfig)
+    with pytest.raises(DetkdError, match=rf"^teacher\.class_map: {message}"):
+        build_distill_task(cfg, NUM_CLASSES)
+
+
+def test_a_distilled_student_can_be_the_teacher(teacher_files: tuple[Path, Path], tmp_path: Path) -> None:
+    """A `detkd distill` run's checkpoint (its config a distillation config) as teacher.checkpoint, with
+    that run's config.yaml or the student's own config as teacher.config: its student teaches."""
+    from detkd.config import save_config
+
+    first = distill_config("small", teacher_files)
+    student = build_model(first.model, NUM_CLASSES)
+    run_config, checkpoint = tmp_path / "config.yaml", tmp_path / "best.pt"
+    save_config(first, run_config)
+    torch.save({"model": student.state_dict(), "config": config_to_dict(first), "classes": list(SYNTH_CLASSES)},
+               checkpoint)
+    student_config = tmp_path / "student.yaml"
+    student_config.write_text(f"_base_: {REPO / 'configs' / 'synth' / 'student_small.yaml'}\n"
+                              "model: {min_size: 128, max_size: 192}\n")
+    for teacher_config in (run_config, student_config):
+        task = build_distill_task(distill_config("small", (teacher_config, checkpoint)), NUM_CLASSES)
+        taught = task.teacher.state_dict()
+        assert all(torch.equal(taught[k], v) for k, v in student.state_dict().items())

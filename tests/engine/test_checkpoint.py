@@ -81,3 +81,21 @@ def test_a_failed_save_keeps_the_previous_file(tmp_path: Path) -> None:
         save_checkpoint(path, {"epoch": 2, "bad": lambda: None})  # lambdas cannot be pickled
     assert load_checkpoint(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+@pytest.mark.parametrize("where", ["model", "optimizer", "plain"])
+def test_non_finite_tensors_are_refused_naming_the_first(tmp_path: Path, where: str) -> None:
+    model = torch.nn.Linear(3, 2).state_dict()
+    optimizer = {"state": {0: {"exp_avg": torch.zeros(2, 3)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    if where == "model":
+        model["bias"][1] = float("inf")
+    elif where == "optimizer":
+        optimizer["state"][0]["exp_avg"][0, 2] = float("nan")
+    else:
+        model["weight"][0, 0] = float("nan")
+    path = tmp_path / "damaged.pt"
+    save_checkpoint(path, model if where == "plain" else {"model": model, "optimizer": optimizer, "epoch": 1,
+                                                           "rng": [{"torch": torch.get_rng_state()}]})
+    first = {"model": "model.bias", "optimizer": "optimizer.state.0.exp_avg", "plain": "weight"}[where]
+    with pytest.raises(DetkdError, match=rf"damaged\.pt: refused: 1 tensor\(s\) hold NaN or inf \(first: {first}\)"):
+        load_checkpoint(path)

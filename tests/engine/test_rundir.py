@@ -135,3 +135,65 @@ def test_last_pt_is_written_before_the_evaluation(synth_root: Path, make_config:
     with pytest.raises(DetkdError, match="the evaluation failed"):
         train(cfg)
     assert torch.load(Path(cfg.output_dir) / "last.pt", weights_only=True)["epoch"] == 1
+
+
+@pytest.mark.parametrize("failure", ["torch.save", "ENOSPC"])
+def test_a_full_disk_at_the_second_checkpoint_is_one_line_and_keeps_the_first(
+        synth_root: Path, make_config: Callable[..., Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        cli_error, failure: str) -> None:
+    """torch.save's zip writer on a full disk: RuntimeError "[enforce fail ...] unexpected pos"; a
+    plain write: ENOSPC. Either is "no space left on device: <last.pt>"; the first last.pt stays."""
+    import errno
+
+    config = tmp_path / "cfg.yaml"
+    save_config(make_config(synth_root, *FAST, "train.epochs=2"), config)
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 2:
+            return real_save(obj, f, *args, **kwargs)
+        f.write(b"PK\x03\x04 half a checkpoint")
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4352 vs 4240")
+
+    monkeypatch.setattr(torch, "save", save)
+    last = tmp_path / "run" / "last.pt"
+    assert cli_error("train", config) == (f"detkd: error: no space left on device: {last} (the previous file, if "
+                                          "any, is kept)")
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_resume_of_a_last_pt_without_its_training_state_is_one_line(synth_root: Path, tmp_path: Path, cli_error,
+                                                                      make_config: Callable[..., Config]) -> None:
+    config = tmp_path / "cfg.yaml"
+    save_config(make_config(synth_root, *FAST), config)
+    assert main(["train", str(config)]) == 0
+    last = tmp_path / "run" / "last.pt"
+    state = torch.load(last, weights_only=True)
+    del state["scheduler"]
+    torch.save(state, last)
+    assert cli_error("train", config, "--resume", "train.epochs=2") == (
+        f"detkd: error: {last}: cannot be resumed: it lacks scheduler (not a last.pt written by detkd train or detkd "
+        "distill); start a new run with --overwrite, or from its weights with model.checkpoint")
+
+
+def test_resume_after_a_partial_metrics_line_drops_it_and_says_so(synth_root: Path, tmp_path: Path,
+                                                                  make_config: Callable[..., Config],
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A writer killed mid-line leaves a partial last line in metrics.jsonl; --resume goes on without it."""
+    config = tmp_path / "cfg.yaml"
+    save_config(make_config(synth_root, *FAST), config)
+    assert main(["train", str(config)]) == 0
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    whole = metrics.read_text().splitlines()
+    with open(metrics, "a") as f:
+        f.write('{"type": "train", "step": 3, "lo')
+    caplog.set_level("INFO", logger="detkd")
+    assert main(["train", str(config), "--resume", "train.epochs=2"]) == 0
+    assert f"{metrics}: dropped 1 line(s) that are not a whole JSON record (line {len(whole) + 1};" in caplog.text
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [json.dumps(r) for r in records[: len(whole)]] == whole and len(records) > len(whole)
+    assert [r["epoch"] for r in records if r["type"] == "train"][-1] == 1  # the second epoch (0-based) logged

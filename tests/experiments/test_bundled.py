@@ -89,3 +89,51 @@ def test_the_shipped_teacher_still_scores_what_its_sidecar_says(tmp_path: Path) 
         torch.set_num_threads(threads)
     assert outcome.metrics["voc"]["mAP"] == pytest.approx(check["ap50"], abs=0.01)
     assert teacher.test_ap50 >= 0.70  # the bar on the whole test split (docs/RESULTS.md)
+
+
+# --- the asset checked wherever it is loaded; non-finite weights refused by the one reader -----
+
+TEACHER_CONFIG = REPO / "configs" / "synth" / "teacher.yaml"
+SMALL_INPUT = ("model.min_size=64", "model.max_size=80")  # the size of the `asset` fixture's teacher
+
+
+def eval_and_distill_errors(cli_error, checkpoint: Path, synth_args: list[str], out: Path) -> list[str]:
+    """The error lines of `detkd eval` and `detkd distill` (its default teacher replaced) given ``checkpoint``."""
+    return [
+        cli_error("eval", TEACHER_CONFIG, *SMALL_INPUT, *synth_args, "--checkpoint", checkpoint),
+        cli_error("distill", REPO / "configs" / "synth" / "distill_small.yaml", f"teacher.config={TEACHER_CONFIG}",
+                  f"teacher.checkpoint={checkpoint}", f"output_dir={out}", *synth_args),
+    ]
+
+
+def test_the_bundled_teacher_is_verified_by_every_command_that_loads_it(asset: Path, monkeypatch, cli_error,
+                                                                         synth_args: list[str], tmp_path: Path) -> None:
+    """A weights file whose damage the safe loader cannot see (one mantissa bit of a float16 weight)
+    is refused by its checksum in `detkd eval` and `detkd distill`, not only in the demo."""
+    from detkd.engine.checkpoint import load_checkpoint
+
+    weights = asset / bundled.TEACHER_FILE
+    monkeypatch.setattr(bundled, "ASSET_DIR", asset)  # the asset fixture stands for detkd/assets
+    assert load_checkpoint(weights)["classes"] == list(SYNTH_CLASSES)  # the intact asset loads
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    weights.write_bytes(bytes(data))
+    damaged = torch.load(weights, weights_only=True)["model"]
+    assert all(bool(torch.isfinite(v).all()) for v in damaged.values() if v.is_floating_point())  # loads, finite
+    with pytest.raises(DetkdError, match="SHA-256"):
+        load_checkpoint(asset / ".." / asset.name / bundled.TEACHER_FILE)  # by any name
+    for line in eval_and_distill_errors(cli_error, weights, synth_args, tmp_path / "run"):
+        assert line.startswith(f"detkd: error: {weights}: SHA-256") and "detkd demo --train-teacher" in line
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused_naming_the_file_and_the_tensor(
+        asset: Path, cli_error, synth_args: list[str], tmp_path: Path) -> None:
+    """A copy of the asset with one NaN weight: no AP of 0 with exit status 0, no blame on train.lr."""
+    state = torch.load(asset / bundled.TEACHER_FILE, weights_only=True)
+    name = [k for k, v in state["model"].items() if v.is_floating_point()][5]
+    state["model"][name].view(-1)[3] = float("nan")
+    copy = tmp_path / "teacher_copy.pt"
+    torch.save(state, copy)
+    for line in eval_and_distill_errors(cli_error, copy, synth_args, tmp_path / "run"):
+        assert line == (f"detkd: error: {copy}: refused: 1 tensor(s) hold NaN or inf (first: model.{name}); the file "
+                        "is damaged, or was saved from a run that diverged")

@@ -3,7 +3,6 @@ in it under the file names torchvision expects (random weights: the real loading
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,22 +14,9 @@ from detkd.models.weights import hub_checkpoint_path
 
 
 @pytest.fixture
-def torch_home(tmp_path, monkeypatch):
-    """An empty torch cache, and no network: any connection attempt fails the test."""
+def torch_home(tmp_path, monkeypatch, no_network):
+    """An empty torch cache, and no network (tests/conftest.py): any connection attempt fails the test."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("detkd tried to open a network connection")
-
-    local_connect = socket.socket.connect
-
-    def connect(sock: socket.socket, address) -> None:  # local sockets (loader workers' IPC) stay allowed
-        if sock.family != socket.AF_UNIX:
-            no_network()
-        local_connect(sock, address)
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    monkeypatch.setattr(socket, "create_connection", no_network)
     return tmp_path / "torch" / "hub" / "checkpoints"
 
 

@@ -44,3 +44,17 @@ def test_reduced_probabilities_sum_to_one_and_equal_the_folded_91_way_softmax() 
     assert torch.allclose(p[:, 0], hand, atol=1e-6)
     boxes = full_deltas.reshape(5, len(COCO), 4)
     assert deltas.shape == (5, 16) and torch.equal(deltas.reshape(5, 4, 4)[:, 1:], boxes[:, keep])
+
+
+@pytest.mark.parametrize(("class_map", "message"), [
+    ({"car": "car", "nosuch": "bicycle"}, r"^teacher\.class_map: \{nosuch: bicycle\}: 'nosuch' is not a class of the data "
+                                          r"\(no close name; the data's classes: car, bicycle\)$"),
+    ({"car": "car", "bicycle": "bicycel"}, r"^teacher\.class_map: \{bicycle: bicycel\}: the teacher has no class 'bicycel' "
+                                           r"\(closest: bicycle.*; the teacher's classes: person, bicycle, car, .*, \.\.\.\)$"),
+])
+def test_a_class_map_entry_naming_no_class_is_refused_with_the_known_names(class_map: dict, message: str) -> None:
+    """Both data classes match COCO by name: an entry naming no class used to be ignored without a word."""
+    with pytest.raises(DetkdError, match=message):
+        match_classes(["car", "bicycle"], COCO, class_map)
+    assert [COCO[i] for i in match_classes(["car", "bicycle"], COCO, {"car": "car", "bicycle": "bicycle"})] == [
+        "car", "bicycle"]

@@ -160,3 +160,16 @@ def test_onnx_matches_pytorch(trained, tmp_path, capsys):
     other = build_model(student_cfg(), len(CLASSES) + 1).eval()  # other weights: the check must fail
     with pytest.raises(DetkdError, match="ONNX detections differ from PyTorch's on test image 0"):
         check_onnx(other, str(onnx_path), images()[:1])
+
+
+@pytest.mark.parametrize("count", ["0", "-1"])
+def test_check_images_must_be_a_positive_count_before_anything_is_written(trained, tmp_path, capsys, count):
+    """-1 was an IndexError after OUT.pt was written, 0 "the test split has no images": both are
+    refused by the option itself; the ONNX check needs at least one image."""
+    checkpoint, _ = trained
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", str(checkpoint), str(tmp_path / "s.pt"), "--onnx", str(tmp_path / "s.onnx"),
+              "--check-images", count])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and f"argument --check-images: expected a positive number, got {count}" in err, err
+    assert "Traceback" not in err and list(tmp_path.iterdir()) == []
