@@ -13,6 +13,10 @@ was expected and what was found.
 Paths inside a config (``data.root``, ``model.checkpoint``, ...) are used as written: a relative
 path is relative to the current working directory (the repository root, where ``detkd`` runs),
 the same on the command line, in a config file and in the resolved ``config.yaml`` of a run.
+A config file that is not found there (the one given, a ``_base_`` file, ``teacher.config``) is
+looked up by name among detkd's own configs, installed with the package
+(:mod:`detkd.config_files`): ``synth/teacher.yaml`` or ``configs/synth/teacher.yaml`` from any
+folder, ``_base_: _base_/distill_recipe.yaml`` from a config written anywhere.
 
 The schema is generic: adding a section is adding a dataclass field to :class:`Config`; the
 loader, the saver and ``docs/CONFIG.md`` (``tools/config_reference.py``) follow the type hints
@@ -35,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from detkd.config_files import find_config
 from detkd.errors import DataError, DetkdError
 from detkd.utils.io import atomic_write
 
@@ -398,7 +403,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
         DetkdError: a missing file, invalid YAML (with file:line), a ``_base_`` cycle, an unknown
             key (with the closest valid one), a wrong type or a value outside a key's choices.
     """
-    merged, origins = _load_layers(os.fspath(path), ())
+    merged, origins = _load_layers(find_config(path), ())
     for text in overrides:
         keys, value = _parse_override(text, schema)
         _set_path(merged, keys, value)
@@ -408,7 +413,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
 
 def is_distill_config(path: str | os.PathLike[str]) -> bool:
     """Whether the file (with its ``_base_`` files) has a ``teacher:`` section: a distillation config."""
-    merged, _ = _load_layers(os.fspath(path), ())
+    merged, _ = _load_layers(find_config(path), ())
     return "teacher" in merged
 
 
@@ -481,7 +486,8 @@ def _read_yaml(path: str, named_by: str | None = None) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise DetkdError(f"{what} not found: {path}") from None
+        raise DetkdError(f"{what} not found: {path} (nor among detkd's configs: `detkd configs` lists "
+                         "them)") from None
     except IsADirectoryError:
         raise DetkdError(f"{what} is a directory, not a YAML file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -520,14 +526,22 @@ def _load_layers(path: str, chain: tuple[str, ...], named_by: str | None = None)
 
 
 def _base_paths(value: Any, path: str) -> list[str]:
-    """``_base_`` as a list of paths, relative ones resolved against the naming file's folder."""
+    """``_base_`` as a list of paths, relative ones resolved against the naming file's folder, or
+    (not found there) among detkd's configs by name."""
     if value is None:
         return []
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise DetkdError(f"{path}: '_base_' must be a file name or a list of file names, got {_describe(value)}")
     folder = os.path.dirname(path)
-    return [os.path.join(folder, os.path.expanduser(n)) for n in names]
+    return [_base_path(folder, n) for n in names]
+
+
+def _base_path(folder: str, name: str) -> str:
+    """``name`` in ``folder``, or (not there) detkd's config of that name; the first when neither exists."""
+    local = os.path.join(folder, os.path.expanduser(name))
+    packaged = find_config(name)
+    return local if os.path.exists(local) or packaged == name else packaged
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

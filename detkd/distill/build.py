@@ -8,6 +8,7 @@ import os
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import Config, DistillConfig, config_from_dict, load_config
+from detkd.config_files import find_packaged
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
 from detkd.distill.task import DistillModule, DistillTask, build_adapters, hint_level_weights, hinted_pairs, loss_weights
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
@@ -79,6 +80,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
         return freeze_teacher(pretrained_teacher(cfg, teacher_cfg))
     if not path:
         raise unset
+    path = find_packaged(path)  # detkd/assets/demo_teacher.pt from any folder
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
     state = load_checkpoint(path, map_location="cpu")
