@@ -82,6 +82,13 @@ def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return TrainedTiny(folder / "config.yaml", folder / "run" / "last.pt", summary)
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download weights: DETKD_OFFLINE=1 (tests of the download path unset it, with
+    torchvision's download served from a local file)."""
+    monkeypatch.setenv("DETKD_OFFLINE", "1")
+
+
 def shared_path(*parts: str) -> Path:
     """A folder of ``../shared/data``; skips the test, saying which folder, when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"detkd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--offline", action="store_true", help="never download pretrained weights (as DETKD_OFFLINE=1): "
+                        "a file missing from torch's cache is an error saying where to put it")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.register(subparsers)
@@ -62,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
     logging.captureWarnings(True)
+    if args.offline:  # the environment: worker processes (demo, ablate, torchrun) inherit it
+        os.environ["DETKD_OFFLINE"] = "1"
     try:
         return int(args.func(args) or 0)
     except DetkdError as e:
