@@ -442,10 +442,15 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """Plain config data as detkd writes YAML: sections as blocks, lists on one line, keys in order."""
+    return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
 def config_to_yaml(cfg: Any) -> str:
     """The config as YAML text that :func:`load_config` reads back to an equal config."""
     header = "# detkd config, resolved: bases, overrides and defaults applied\n"
-    return header + yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return header + dump_yaml(config_to_dict(cfg))
 
 
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:

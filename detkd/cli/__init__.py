@@ -20,10 +20,10 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from detkd import __version__
-from detkd.cli import ablate, bench, configs, data, demo, distill, doctor, evaluate, export, train
+from detkd.cli import ablate, bench, configs, data, demo, distill, doctor, evaluate, export, init, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (demo, data, evaluate, train, distill, doctor, export, bench, ablate, configs)
+SUBCOMMANDS = (demo, init, data, evaluate, train, distill, doctor, export, bench, ablate, configs)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation
