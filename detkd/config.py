@@ -225,9 +225,11 @@ class ModelSection:
     min_size: int = opt(800, "input shorter side in pixels (the model resizes every image)", bounds=AT_LEAST_1)
     max_size: int = opt(1333, "input longer side limit in pixels", bounds=AT_LEAST_1)
     weights: str | None = opt(None, "torchvision detector weights by name, e.g. "
-                              "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (from torch's cache)")
+                              "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (torch's cache; downloaded on first use unless "
+                              "DETKD_OFFLINE=1)")
     weights_backbone: str | None = opt(None, "torchvision backbone weights by name, e.g. "
-                                       "ResNet50_Weights.IMAGENET1K_V1 (from torch's cache)")
+                                       "ResNet50_Weights.IMAGENET1K_V1 (torch's cache; downloaded on first use unless "
+                                       "DETKD_OFFLINE=1)")
     checkpoint: str | None = opt(None, "a detkd checkpoint or plain state dict to start from")
     rpn: RPNSection = section(RPNSection)
     roi: RoISection = section(RoISection)
@@ -271,7 +273,7 @@ class Config:
     train: TrainSection = section(TrainSection)
 
 
-# --- distillation (``detkd distill``): Chen et al. 2017, docs/method.md sections 2-7 ----------
+# --- distillation (``detkd distill``): Chen et al. 2017, docs/METHOD.md sections 2-7 ----------
 
 CLS_LOSSES = ("soft_ce", "hinton", "dist")
 CLS_MODES = ("interpolate", "add")
