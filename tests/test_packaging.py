@@ -15,6 +15,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from detkd.cli import main
 from detkd.config import load_any_config
@@ -25,15 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "detkd", "configs")
 TOY_DATA = ("device=cpu", "data.num_workers=0", "data.synth.images=12", "data.synth.profile=easy")
 TOY_TRAIN = ("train.epochs=1", "train.batch_size=2", "train.warmup_iters=2", "train.eval_every=0", "train.log_every=1")
-TOY_BASE = """\
-seed: 0
-device: cpu
-data:
-  format: synth
-  synth: {{images: 12, seed: 0, profile: easy, cache_dir: "{cache}"}}
-  num_workers: 0
-train: {{epochs: 1, batch_size: 2, optimizer: adamw, lr: 1.0e-3, warmup_iters: 2, log_every: 1}}
-"""
+TOY_TRAIN_SECTION = {"epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1.0e-3, "warmup_iters": 2,
+                     "log_every": 1}
 TOY_MODEL = "_base_: _base.yaml\nmodel: {{preset: {preset}, min_size: {size}, max_size: {size}}}\n"
 # _base_/distill_recipe.yaml is not in the folder: it is found among the installed package's configs
 TOY_DISTILL = "_base_: [student_{kind}.yaml, _base_/distill_recipe.yaml]\nteacher: {{config: {teacher}}}\n"
@@ -122,7 +116,8 @@ def installed_venv(tmp_path: Path) -> Path:
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     python = venv / "bin" / "python"
-    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], tmp_path, env).strip())
+    purelib = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(run([str(python), "-c", purelib], tmp_path, env).strip())
     ours = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
     (site / "zz_reuse_packages.pth").write_text("\n".join(sorted(ours)) + "\n")
     wheel = next((tmp_path / "wheel").glob("detkd-*.whl"))
@@ -153,7 +148,9 @@ def test_a_wheel_install_runs_train_and_the_demo_from_any_folder(tmp_path: Path)
 
     folder = work / "toy"
     folder.mkdir()
-    (folder / "_base.yaml").write_text(TOY_BASE.format(cache=cache))
+    synth = {"images": 12, "seed": 0, "profile": "easy", "cache_dir": str(cache)}
+    data = {"format": "synth", "num_workers": 0, "synth": synth}
+    (folder / "_base.yaml").write_text(yaml.safe_dump({"device": "cpu", "data": data, "train": TOY_TRAIN_SECTION}))
     (folder / "teacher.yaml").write_text(TOY_MODEL.format(preset="small", size=64))
     (folder / "student_small.yaml").write_text(TOY_MODEL.format(preset="tiny", size=64))
     (folder / "student_lowres.yaml").write_text(TOY_MODEL.format(preset="small", size=32))
