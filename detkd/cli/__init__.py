@@ -31,7 +31,9 @@ detkd: make object detectors small and fast by knowledge distillation
 
 Start with `detkd demo`: a teacher, two students and their distilled versions
 on the embedded dataset, compared in a report (about 10 minutes on 2 CPU cores).
-Then `detkd train` / `detkd distill` / `detkd eval` your own configs (configs/),
+`detkd init DATA_ROOT --format voc` writes the configs of a distillation study
+on your data (`detkd configs` lists detkd's own, usable by name from any folder).
+Then `detkd train` / `detkd distill` / `detkd eval` your own configs,
 `detkd doctor DISTILL_CONFIG` to see whether a teacher can teach a student first,
 `detkd bench CONFIG ...` to compare the speed of detectors, and `detkd ablate
 CONFIG` for the paper's ablations (Tables 4 and 5) over seeds.

@@ -73,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     data = inspect_data(args.format, args.root, out, args.classes, splits)
     plan = plan_study(data, args.models, args.size, args.epochs, args.limit, args.teacher_epochs)
     written = write_study(data, plan, out, args.force)
-    print(f"{data.train_images} training and {data.test_images} evaluation images, classes {', '.join(data.classes)}")
+    used = f" (the first {plan.limit} used: --limit)" if plan.limit and plan.limit < data.train_images else ""
+    print(f"{data.train_images} training{used} and {data.test_images} evaluation images, classes "
+          f"{', '.join(data.classes)}")
     print(f"input {plan.min_size} px (max {plan.max_size}), anchors {plan.anchor_sizes}, {plan.models} models, "
           f"students {plan.epochs} epochs, teacher {plan.teacher_epochs}")
     for note in data.notes:
