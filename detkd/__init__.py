@@ -2,7 +2,7 @@
 
 Implements Chen et al., *Learning Efficient Object Detection Models with Knowledge
 Distillation* (NeurIPS 2017) on torchvision, with the data readers, evaluators and tools
-around it. See ``docs`` and ``../shared/docs/method.md`` for the method.
+around it. See ``docs/METHOD.md`` for the method and ``docs/GUIDE.md`` for its use on your data.
 
 detkd makes no network call the user did not ask for: albumentations looks for a newer version
 on PyPI whenever it is imported (a DNS lookup, an HTTPS connection, a warning offline) unless

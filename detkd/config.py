@@ -13,6 +13,10 @@ was expected and what was found.
 Paths inside a config (``data.root``, ``model.checkpoint``, ...) are used as written: a relative
 path is relative to the current working directory (the repository root, where ``detkd`` runs),
 the same on the command line, in a config file and in the resolved ``config.yaml`` of a run.
+A config file that is not found there (the one given, a ``_base_`` file, ``teacher.config``) is
+looked up by name among detkd's own configs, installed with the package
+(:mod:`detkd.config_files`): ``synth/teacher.yaml`` or ``configs/synth/teacher.yaml`` from any
+folder, ``_base_: _base_/distill_recipe.yaml`` from a config written anywhere.
 
 The schema is generic: adding a section is adding a dataclass field to :class:`Config`; the
 loader, the saver and ``docs/CONFIG.md`` (``tools/config_reference.py``) follow the type hints
@@ -35,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from detkd.config_files import find_config
 from detkd.errors import DataError, DetkdError
 from detkd.utils.io import atomic_write
 
@@ -246,9 +251,11 @@ class ModelSection:
     min_size: int = opt(800, "input shorter side in pixels (the model resizes every image)", bounds=AT_LEAST_1)
     max_size: int = opt(1333, "input longer side limit in pixels", bounds=AT_LEAST_1)
     weights: str | None = opt(None, "torchvision detector weights by name, e.g. "
-                              "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (from torch's cache)")
+                              "FasterRCNN_ResNet50_FPN_Weights.COCO_V1 (torch's cache; downloaded on first use unless "
+                              "DETKD_OFFLINE=1)")
     weights_backbone: str | None = opt(None, "torchvision backbone weights by name, e.g. "
-                                       "ResNet50_Weights.IMAGENET1K_V1 (from torch's cache)")
+                                       "ResNet50_Weights.IMAGENET1K_V1 (torch's cache; downloaded on first use unless "
+                                       "DETKD_OFFLINE=1)")
     checkpoint: str | None = opt(None, "a detkd checkpoint or plain state dict to start from")
     rpn: RPNSection = section(RPNSection)
     roi: RoISection = section(RoISection)
@@ -303,7 +310,7 @@ class Config:
     train: TrainSection = section(TrainSection)
 
 
-# --- distillation (``detkd distill``): Chen et al. 2017, docs/method.md sections 2-7 ----------
+# --- distillation (``detkd distill``): Chen et al. 2017, docs/METHOD.md sections 2-7 ----------
 
 CLS_LOSSES = ("soft_ce", "hinton", "dist", "dkd")
 CLS_MODES = ("interpolate", "add")
@@ -465,7 +472,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
         DetkdError: a missing file, invalid YAML (with file:line), a ``_base_`` cycle, an unknown
             key (with the closest valid one), a wrong type or a value outside a key's choices.
     """
-    merged, origins = _load_layers(os.fspath(path), ())
+    merged, origins = _load_layers(find_config(path), ())
     for text in overrides:
         keys, value = _parse_override(text, schema)
         _set_path(merged, keys, value)
@@ -475,7 +482,7 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
 
 def is_distill_config(path: str | os.PathLike[str]) -> bool:
     """Whether the file (with its ``_base_`` files) has a ``teacher:`` section: a distillation config."""
-    merged, _ = _load_layers(os.fspath(path), ())
+    merged, _ = _load_layers(find_config(path), ())
     return "teacher" in merged
 
 
@@ -504,10 +511,15 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
 
 
+def dump_yaml(data: Mapping[str, Any]) -> str:
+    """Plain config data as detkd writes YAML: sections as blocks, lists on one line, keys in order."""
+    return yaml.dump(dict(data), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+
 def config_to_yaml(cfg: Any) -> str:
     """The config as YAML text that :func:`load_config` reads back to an equal config."""
     header = "# detkd config, resolved: bases, overrides and defaults applied\n"
-    return header + yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return header + dump_yaml(config_to_dict(cfg))
 
 
 def save_config(cfg: Any, path: str | os.PathLike[str]) -> None:
@@ -548,7 +560,8 @@ def _read_yaml(path: str, named_by: str | None = None) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except FileNotFoundError:
-        raise DetkdError(f"{what} not found: {path}") from None
+        raise DetkdError(f"{what} not found: {path} (nor among detkd's configs: `detkd configs` lists "
+                         "them)") from None
     except IsADirectoryError:
         raise DetkdError(f"{what} is a directory, not a YAML file: {path}") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -587,14 +600,22 @@ def _load_layers(path: str, chain: tuple[str, ...], named_by: str | None = None)
 
 
 def _base_paths(value: Any, path: str) -> list[str]:
-    """``_base_`` as a list of paths, relative ones resolved against the naming file's folder."""
+    """``_base_`` as a list of paths, relative ones resolved against the naming file's folder, or
+    (not found there) among detkd's configs by name."""
     if value is None:
         return []
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
         raise DetkdError(f"{path}: '_base_' must be a file name or a list of file names, got {_describe(value)}")
     folder = os.path.dirname(path)
-    return [os.path.join(folder, os.path.expanduser(n)) for n in names]
+    return [_base_path(folder, n) for n in names]
+
+
+def _base_path(folder: str, name: str) -> str:
+    """``name`` in ``folder``, or (not there) detkd's config of that name; the first when neither exists."""
+    local = os.path.join(folder, os.path.expanduser(name))
+    packaged = find_config(name)
+    return local if os.path.exists(local) or packaged == name else packaged
 
 
 def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:

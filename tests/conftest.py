@@ -171,6 +171,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     assert not attempts, f"network access attempted: {attempts}"
 
 
+@pytest.fixture(autouse=True)
+def offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never download weights: DETKD_OFFLINE=1 (tests of the download path unset it, with
+    torchvision's download served from a local file)."""
+    monkeypatch.setenv("DETKD_OFFLINE", "1")
+
+
 def shared_path(*parts: str) -> Path:
     """A folder of ``../shared/data``; skips the test, saying which folder, when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -116,11 +116,14 @@ def test_unknown_key_in_a_base_names_the_base(tmp_path: Path) -> None:
 # --- files --------------------------------------------------------------------------------------
 
 
+NOT_PACKAGED = " (nor among detkd's configs: `detkd configs` lists them)"
+
+
 def test_missing_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
-    assert error_of(missing) == f"config file not found: {missing}"
+    assert error_of(missing) == f"config file not found: {missing}{NOT_PACKAGED}"
     top = write(tmp_path / "top.yaml", "_base_: gone.yaml")
-    assert error_of(top) == f"{top}: _base_ file not found: {tmp_path / 'gone.yaml'}"
+    assert error_of(top) == f"{top}: _base_ file not found: {tmp_path / 'gone.yaml'}{NOT_PACKAGED}"
 
 
 def test_invalid_yaml_names_file_and_line(tmp_path: Path) -> None:

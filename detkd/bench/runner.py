@@ -50,6 +50,7 @@ from detkd.bench.measure import (
 from detkd.bench.profile import StageProfile, profile_model
 from detkd.bench.report import CHECKPOINT, HELD, UNTRAINED, BenchRow, read_accuracy
 from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_distill_config, load_config
+from detkd.config_files import find_config
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -245,7 +246,7 @@ def teacher_target(cfg: DistillConfig, path: str, student: str) -> BenchTarget:
     teacher = cfg.teacher
     if not teacher.config:
         raise DetkdError(f"{path}: teacher.config is not set (the teacher's YAML config)")
-    if not os.path.isfile(teacher.config):
+    if not os.path.isfile(find_config(teacher.config)):
         raise DetkdError(f"{path}: teacher.config {teacher.config}: config file not found")
     teacher_cfg = load_config(teacher.config)
     checkpoint = teacher.checkpoint if teacher.checkpoint and os.path.isfile(teacher.checkpoint) else None
@@ -259,7 +260,7 @@ def teacher_target(cfg: DistillConfig, path: str, student: str) -> BenchTarget:
 
 def targets_for_config(path: str, checkpoint: str | None = None, results: str | None = None) -> list[BenchTarget]:
     """The models of one config file: itself, or a distillation config's teacher and student."""
-    if not os.path.isfile(path):
+    if not os.path.isfile(find_config(path)):
         raise DetkdError(f"{path}: config file not found")
     name = config_name(path)
     schema = DistillConfig if is_distill_config(path) else Config

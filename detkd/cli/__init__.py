@@ -20,10 +20,10 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from detkd import __version__
-from detkd.cli import ablate, bench, data, demo, distill, doctor, evaluate, export, train
+from detkd.cli import ablate, bench, configs, data, demo, distill, doctor, evaluate, export, init, train
 from detkd.errors import DetkdError
 
-SUBCOMMANDS = (demo, data, evaluate, train, distill, doctor, export, bench, ablate)
+SUBCOMMANDS = (demo, init, data, evaluate, train, distill, doctor, export, bench, ablate, configs)
 
 DESCRIPTION = """\
 detkd: make object detectors small and fast by knowledge distillation
@@ -31,7 +31,9 @@ detkd: make object detectors small and fast by knowledge distillation
 
 Start with `detkd demo`: a teacher, two students and their distilled versions
 on the embedded dataset, compared in a report (about 10 minutes on 2 CPU cores).
-Then `detkd train` / `detkd distill` / `detkd eval` your own configs (configs/),
+`detkd init DATA_ROOT --format voc` writes the configs of a distillation study
+on your data (`detkd configs` lists detkd's own, usable by name from any folder).
+Then `detkd train` / `detkd distill` / `detkd eval` your own configs,
 `detkd doctor DISTILL_CONFIG` to see whether a teacher can teach a student first,
 `detkd bench CONFIG ...` to compare the speed of detectors, and `detkd ablate
 CONFIG` for the paper's ablations (Tables 4 and 5) over seeds.
@@ -44,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"detkd {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--offline", action="store_true", help="never download pretrained weights (as DETKD_OFFLINE=1): "
+                        "a file missing from torch's cache is an error saying where to put it")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     for module in SUBCOMMANDS:
         module.register(subparsers)
@@ -62,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr
     )
     logging.captureWarnings(True)
+    if args.offline:  # the environment: worker processes (demo, ablate, torchrun) inherit it
+        os.environ["DETKD_OFFLINE"] = "1"
     try:
         return int(args.func(args) or 0)
     except DetkdError as e:

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import DISTILL_SECTIONS, ClsTermSection, Config, DistillConfig, config_from_dict, load_any_config
+from detkd.config_files import find_packaged
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
 from detkd.distill.task import (
     DistillModule,
@@ -103,6 +104,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
         return freeze_teacher(pretrained_teacher(cfg, teacher_cfg))
     if not path:
         raise unset
+    path = find_packaged(path)  # detkd/assets/demo_teacher.pt from any folder
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
     state = load_checkpoint(path, map_location="cpu")

@@ -1,7 +1,7 @@
 """Distillation loss terms, as pure tensor functions (no model code).
 
 Chen et al., *Learning Efficient Object Detection Models with Knowledge Distillation*
-(NeurIPS 2017), with the alternatives of ``docs/method.md`` section 7:
+(NeurIPS 2017), with the alternatives of ``docs/METHOD.md`` section 7:
 
 - :func:`weighted_soft_ce` — eq. 3, the soft half of eq. 2 on the RCN's K+1 classes;
 - :func:`objectness_soft_ce` — the same on the RPN's single objectness logit, read as the 2-way
@@ -62,7 +62,7 @@ def weighted_soft_ce(
     Its minimiser over the student's distribution is ``P_s[c] = w_c P_t[c] / sum_k w_k P_t[k]``
     (the gradient w.r.t. the logit ``z_j`` is ``(P_s[j] sum_k w_k P_t[k] - w_j P_t[j]) / T``), so
     only with uniform weights is it the teacher's distribution itself; with ``w_0 = 1.5`` the
-    optimum moves probability mass to background (docs/method.md section 7b). The minimum is not
+    optimum moves probability mass to background (docs/METHOD.md section 7b). The minimum is not
     zero (the teacher's weighted entropy).
     """
     if student_logits.numel() == 0:

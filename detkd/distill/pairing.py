@@ -1,6 +1,6 @@
 """Where student and teacher feature maps meet: level pairing, grid alignment, box mapping.
 
-Chen et al. section 6 (``docs/method.md`` section 6). A student whose input is scaled by
+Chen et al. section 6 (``docs/METHOD.md`` section 6). A student whose input is scaled by
 ``s = 1/2^k`` relative to the teacher's sees, at FPN stride ``sigma``, cells of ``sigma / s``
 teacher-image pixels: the size of the teacher's level of stride ``sigma * 2^k``. Those levels
 pair one to one ("shift" mode; k = 0 is the same-resolution identity pairing). For any other

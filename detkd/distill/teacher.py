@@ -2,7 +2,7 @@
 
 Calling a torchvision detector on images would propose and NMS its own boxes; distillation
 needs the teacher's *dense* outputs (FPN features, RPN objectness and deltas on every anchor) and
-its RoI head's scores for the *student's* sampled proposals (Chen et al. section 3; method.md
+its RoI head's scores for the *student's* sampled proposals (Chen et al. section 3; docs/METHOD.md
 sections 3 and 4). So the teacher runs step by step: ``transform`` (its own resize: the teacher
 sees the image at its resolution) -> ``backbone`` -> ``rpn.head``; and, given boxes in its frame,
 ``roi_heads.box_roi_pool -> box_head -> box_predictor``.

@@ -8,7 +8,7 @@ This follows the official devkit (``evaluate_object.cpp``) as ported to Python i
   Moderate (25, 1, 0.30), Hard (25, 2, 0.50). A ground-truth object of the class is ignored
   at a level when ``occluded > MAX_OCCLUSION`` or ``truncated > MAX_TRUNCATION`` or
   ``height <= MIN_HEIGHT`` (height ``y2 - y1`` in pixels). Note the official ``<=``: an object
-  exactly 40 px high is *not* Easy (docs/method.md's "height >= 40" is the usual shorthand).
+  exactly 40 px high is *not* Easy ("height >= 40" is a common shorthand; docs/METHOD.md section 9).
 - Neighbour objects (``extras["neighbor_boxes"]`` with ``neighbor_labels`` = the label of the
   class they neighbour, e.g. Van for Car) are ignored ground truth of that class.
 - A detection lower than ``MIN_HEIGHT`` (``|y2 - y1| < MIN_HEIGHT``, any class, as in the

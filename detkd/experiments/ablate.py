@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detkd.config import DistillConfig, is_distill_config, load_config
+from detkd.config_files import find_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, Cell, CellResult, cell_finished, run_cell
 from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
@@ -267,7 +268,7 @@ def check_overrides(overrides: Sequence[str], seeds: int) -> list[str]:
 
 def load_distill(config: str, overrides: Sequence[str]) -> DistillConfig:
     """The distillation config with the common overrides; any other file is an error naming it."""
-    if not os.path.isfile(config):
+    if not os.path.isfile(find_config(config)):
         raise DetkdError(f"{config}: config file not found")
     if not is_distill_config(config):
         raise DetkdError(f"{config}: not a distillation config (no teacher: section); ablate needs one, "

@@ -30,6 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from detkd.config_files import find_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import Cell, CellResult, run_cell
 from detkd.experiments.stats import format_seconds
@@ -103,7 +104,9 @@ class StageClock:
 
 
 def config_paths(config_dir: str) -> dict[str, str]:
-    """The five config files of ``config_dir``; a missing one is an error naming it."""
+    """The five config files of ``config_dir`` (not a folder here: detkd's own folder of that name,
+    e.g. ``configs/synth`` from any folder); a missing one is an error naming it."""
+    config_dir = find_config(config_dir)
     if not os.path.isdir(config_dir):
         raise DetkdError(f"{config_dir}: not a folder of demo configs (e.g. {DEFAULT_DATA})")
     paths = {m.name: os.path.join(config_dir, m.config) for m in MODELS}

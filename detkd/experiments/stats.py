@@ -7,7 +7,7 @@ closed* is ``(s - b) / (t - b)``: 0 when distillation changed nothing, 1 when th
 reached its teacher, above 1 when it overtook it and below 0 when it got worse. It is undefined
 (None) when the teacher is not better than the baseline (``t <= b``): there is no gap to close.
 
-A *paired* comparison (docs/method.md section 7b) trains baseline and distilled student from the
+A *paired* comparison (docs/METHOD.md section 7b) trains baseline and distilled student from the
 same seed (the same initial weights and data order) and reports the mean of the per-seed
 differences with a Student-t confidence interval (n - 1 degrees of freedom): the seed-to-seed
 spread that both runs share cancels, which a difference of two unpaired means keeps.

@@ -3,7 +3,7 @@
 - :func:`build_model` (``detkd.models.detector``): a ``FasterRCNN`` from a ``ModelSection``;
 - :data:`BACKBONES` (``detkd.models.backbones``): ResNet-18/34/50/101 and MobileNetV3-Large with FPN;
 - :data:`PRESETS`, :func:`resolve_model_config` (``detkd.models.presets``): ``tiny``, ``small``;
-- ``detkd.models.weights``: torchvision weights from torch's cache (never downloaded), checkpoints;
+- ``detkd.models.weights``: torchvision weights from torch's cache (downloaded on first use unless DETKD_OFFLINE), checkpoints;
 - :func:`export_student`, :func:`load_exported` (``detkd.models.export``): a trained detector as a
   plain torchvision state dict with its model arguments (and ONNX).
 """

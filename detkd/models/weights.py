@@ -1,11 +1,15 @@
-"""Pretrained weights: torchvision's weights by name (from torch's cache only) and checkpoint files.
+"""Pretrained weights: torchvision's weights by name (as torchvision gets them) and checkpoint files.
 
-Nothing here downloads. A torchvision weights name (``ResNet50_Weights.IMAGENET1K_V1``,
+A torchvision weights name (``ResNet50_Weights.IMAGENET1K_V1``,
 ``FasterRCNN_ResNet50_FPN_Weights.DEFAULT``, or just ``DEFAULT`` / ``IMAGENET1K_V1`` for the
 configured backbone) is resolved with :func:`torchvision.models.get_weight` and read from where
-torchvision itself would have cached it, ``torch.hub.get_dir()/checkpoints/<file name of its
-URL>`` (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). When the
-file is not there the error names the file, the folder and the URL to fetch it from.
+torchvision itself caches it, ``torch.hub.get_dir()/checkpoints/<file name of its URL>``
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``). A file not
+there yet is downloaded on first use by torchvision's own mechanism
+(``weights.get_state_dict(progress=True, check_hash=True)``: a progress bar, the SHA-256 prefix
+of the file name checked, nothing left behind on failure), unless detkd runs offline
+(``DETKD_OFFLINE=1``, or ``detkd --offline``): then the error names the file, the folder and the
+URL to fetch it from.
 
 Every load is checked key by key: missing keys, unexpected keys and shape mismatches are a
 :class:`~detkd.errors.DetkdError` naming the file and the first mismatches.
@@ -32,6 +36,7 @@ StateDict = dict[str, torch.Tensor]
 DETECTOR_BUILDERS = {"resnet50": "fasterrcnn_resnet50_fpn", "mobilenet_v3_large": "fasterrcnn_mobilenet_v3_large_fpn"}
 DETECTOR_ROOTS = ("backbone", "rpn", "roi_heads")  # the top-level modules of a FasterRCNN with parameters
 WRAPPER_PREFIXES = ("module.", "student.")  # DistributedDataParallel; a distillation module's student
+OFFLINE_ENV = "DETKD_OFFLINE"  # set (1, true, yes): weights missing from torch's cache are an error, never downloaded
 
 
 def resolve_weights(name: str, key: str, model_name: str | None) -> WeightsEnum:
@@ -72,22 +77,42 @@ def hub_checkpoint_path(weights: WeightsEnum) -> str:
 
 
 def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]:
-    """The state dict of ``weights`` from torch's cache, and its path; never downloads."""
+    """The state dict of ``weights`` from torch's cache (downloaded first when missing and
+    online), and its path."""
     path = cached_weights_path(weights, key)
     return read_state_dict(path), path
 
 
+def offline() -> bool:
+    """Whether detkd may not download weights: ``DETKD_OFFLINE`` set to anything but 0/false/no/empty."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 def cached_weights_path(weights: WeightsEnum, key: str) -> str:
-    """Where torch's cache holds ``weights``; a missing file is an error saying where to put it."""
+    """Where torch's cache holds ``weights``, downloaded there first when missing (online); a
+    missing file offline, or a failed download, is an error saying where to put it."""
     path = hub_checkpoint_path(weights)
-    name = f"{type(weights).__name__}.{weights.name}"
     if not os.path.isfile(path):
-        raise DetkdError(
-            f"{key}: {name}: weights file not found: {path} (detkd never downloads; on a machine with "
-            f"network fetch {weights.url} and put it in {os.path.dirname(path)}, or set TORCH_HOME to the "
-            "folder whose hub/checkpoints holds it)"
-        )
+        download_weights(weights, key, path)
     return path
+
+
+def download_weights(weights: WeightsEnum, key: str, path: str) -> None:
+    """``weights`` into torch's cache as torchvision downloads them (progress bar, hash check)."""
+    name = f"{type(weights).__name__}.{weights.name}"
+    put_it = (f"fetch {weights.url} and put it in {os.path.dirname(path)}, or set TORCH_HOME to the folder whose "
+              "hub/checkpoints holds it")
+    if offline():
+        raise DetkdError(f"{key}: {name}: weights file not found: {path} (offline: {OFFLINE_ENV}=1 or --offline, "
+                         f"nothing is downloaded; on a machine with network {put_it})")
+    log.info("%s: %s: not in torch's cache, downloading %s to %s (once; %s=1 forbids downloads)", key, name,
+             weights.url, path, OFFLINE_ENV)
+    try:
+        weights.get_state_dict(progress=True, check_hash=True)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError; a wrong hash a RuntimeError
+        raise DetkdError(f"{key}: {name}: download of {weights.url} failed: {e} ({put_it})") from None
+    if not os.path.isfile(path):
+        raise DetkdError(f"{key}: {name}: downloaded, but not found at {path} ({put_it})")
 
 
 def read_state_dict(path: str) -> StateDict:

@@ -7,7 +7,8 @@ data's ``num_classes``. The detkd keys that map onto the builder's keyword argum
 sizes, proposal counts, sampling, thresholds) are passed through when they differ from detkd's
 defaults, so the builder's own defaults hold otherwise; a key the builder cannot take (the
 backbone, its norm, the FPN width, the anchors, the box head width, a preset) is an error naming
-it. Weights by name come from torch's cache (checked first: nothing downloads): detector
+it. Weights by name come from torch's cache (downloaded there first by detkd's check, which
+refuses offline: see detkd.models.weights): detector
 weights build the model as torchvision does for them (frozen BatchNorm, ``trainable_layers``
 stages trained), then the class predictor is replaced for other classes, as in torchvision's
 fine-tuning tutorial.
@@ -98,7 +99,7 @@ def build_zoo_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
         model = _from_detector_weights(cfg, kwargs, num_classes)
     elif cfg.weights_backbone:
         weights = resolve_weights(cfg.weights_backbone, "model.weights_backbone", classifier_of(cfg.torchvision))
-        cached_weights_path(weights, "model.weights_backbone")  # in the cache: torchvision will not download
+        cached_weights_path(weights, "model.weights_backbone")  # in the cache (or refused offline) before torchvision
         model = torchvision.models.get_model(cfg.torchvision, weights=None, weights_backbone=weights,
                                              num_classes=num_classes,
                                              trainable_backbone_layers=trainable_layers(cfg), **kwargs)
@@ -113,7 +114,7 @@ def build_zoo_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
 def _from_detector_weights(cfg: ModelSection, kwargs: dict[str, Any], num_classes: int) -> FasterRCNN:
     """Built with ``model.weights`` as torchvision builds it, then the predictor for ``num_classes``."""
     weights = resolve_weights(cfg.weights, "model.weights", cfg.torchvision)
-    log.info("model.weights: %s from %s", cfg.weights, cached_weights_path(weights, "model.weights"))  # nothing downloads
+    log.info("model.weights: %s from %s", cfg.weights, cached_weights_path(weights, "model.weights"))  # cached first
     model = torchvision.models.get_model(cfg.torchvision, weights=weights, weights_backbone=None,
                                          trainable_backbone_layers=trainable_layers(cfg), **kwargs)
     predictor = model.roi_heads.box_predictor

@@ -1,4 +1,4 @@
-"""Level pairing across resolutions, grid alignment and box mapping (method.md section 6)."""
+"""Level pairing across resolutions, grid alignment and box mapping (docs/METHOD.md section 6)."""
 
 from __future__ import annotations
 

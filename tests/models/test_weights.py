@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import urllib.request
 
 import pytest
 import torch
 import torchvision
+from torchvision.models import Weights, WeightsEnum
 
 from detkd.config import ModelSection
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.weights import detector_state_dict, hub_checkpoint_path
+from detkd.models.weights import detector_state_dict, hub_checkpoint_path, load_cached_weights, offline
 
 R18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 
@@ -22,7 +25,7 @@ def test_missing_weights_name_the_file_and_url(torch_home):
         build_model(ModelSection(backbone="resnet18", weights_backbone="ResNet18_Weights.IMAGENET1K_V1"), 3)
     message = str(err.value)
     assert str(expected) in message and "https://download.pytorch.org/models/" + R18_FILE in message
-    assert "never downloads" in message and not expected.exists()
+    assert "offline: DETKD_OFFLINE=1" in message and not expected.exists()
     with pytest.raises(DetkdError, match=r"fasterrcnn_resnet50_fpn_coco-258fb6c6\.pth"):
         build_model(ModelSection(weights="DEFAULT"), 3)  # the detector weights of resnet50
 
@@ -96,3 +99,58 @@ def test_checkpoint_that_does_not_fit(tmp_path):
     torch.save({"model": {"head.weight": torch.zeros(1)}}, path)
     with pytest.raises(DetkdError, match="no Faster R-CNN weights found"):
         build_model(small_cfg(checkpoint=str(path)), 4)
+
+
+def local_weights(tmp_path, monkeypatch, state: dict) -> tuple[WeightsEnum, str]:
+    """A weights enum whose URL names a file with its real SHA-256 prefix (as torchvision's do),
+    and torch.hub's ``urlopen`` serving that file from disk: torchvision's download code runs
+    whole (progress, hash check, move into the cache) without a network."""
+    served = tmp_path / "served.pth"
+    torch.save(state, served)
+    digest = hashlib.sha256(served.read_bytes()).hexdigest()[:8]
+    url = f"https://download.invalid/models/tiny-{digest}.pth"
+    weights = WeightsEnum("TinyWeights", {"V1": Weights(url=url, transforms=None, meta={})}).V1
+    opened = []
+
+    def urlopen(request, *args, **kwargs):
+        opened.append(request.full_url)
+        return urllib.request.urlopen(served.as_uri())
+
+    monkeypatch.setattr(torch.hub, "urlopen", urlopen)
+    monkeypatch.delenv("DETKD_OFFLINE")
+    return weights, opened
+
+
+def test_online_missing_weights_are_downloaded_as_torchvision_does(torch_home, tmp_path, monkeypatch):
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    weights, opened = local_weights(tmp_path, monkeypatch, state)
+    loaded, path = load_cached_weights(weights, "model.weights_backbone")
+    assert opened == [weights.url] and path == hub_checkpoint_path(weights) and os.path.isfile(path)
+    assert torch.equal(loaded["w"], state["w"])
+    load_cached_weights(weights, "model.weights_backbone")  # cached now: not fetched again
+    assert len(opened) == 1
+    monkeypatch.setenv("DETKD_OFFLINE", "1")  # offline, a cached file is still read
+    assert torch.equal(load_cached_weights(weights, "k")[0]["w"], state["w"])
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_leaves_nothing(torch_home, tmp_path, monkeypatch):
+    """resnet18-f37072fd.pth served with other bytes: torchvision's hash check fails, the build
+    says so in one line, and the cache holds nothing."""
+    local_weights(tmp_path, monkeypatch, torchvision.models.resnet18().state_dict())
+    with pytest.raises(DetkdError, match=r"download of https://download.pytorch.org/models/resnet18-f37072fd\.pth "
+                                         r"failed: invalid hash value") as err:
+        build_model(ModelSection(backbone="resnet18", weights_backbone="ResNet18_Weights.IMAGENET1K_V1"), 3)
+    assert str(torch_home) in str(err.value) and not (torch_home / R18_FILE).exists()
+    assert not any(torch_home.iterdir())
+
+
+def test_the_offline_flag_of_the_cli_refuses_downloads(monkeypatch):
+    from detkd.cli import main
+
+    monkeypatch.delenv("DETKD_OFFLINE")
+    assert not offline()
+    main(["--offline", "configs", "--path"])
+    assert offline() and os.environ["DETKD_OFFLINE"] == "1"
+    for value, expected in (("0", False), ("false", False), ("", False), ("yes", True)):
+        monkeypatch.setenv("DETKD_OFFLINE", value)
+        assert offline() is expected
