@@ -257,6 +257,9 @@ class ModelSection:
                                        "ResNet50_Weights.IMAGENET1K_V1 (torch's cache; downloaded on first use unless "
                                        "DETKD_OFFLINE=1)")
     checkpoint: str | None = opt(None, "a detkd checkpoint or plain state dict to start from")
+    checkpoint_matching: bool = opt(False, "load only the tensors of model.checkpoint whose name and shape fit this "
+                                    "model (another architecture's, e.g. a teacher's RPN and box head); the rest "
+                                    "keeps its initialisation")
     rpn: RPNSection = section(RPNSection)
     roi: RoISection = section(RoISection)
 
@@ -317,7 +320,7 @@ CLS_MODES = ("interpolate", "add")
 HINT_LOSSES = ("hint_l2", "hint_l1", "attention", "pkd", "cwd", "fgd", "mgd")
 HINT_MASKS = ("none", "objects")
 LEVEL_WEIGHTINGS = ("equal", "cells", "sum")
-STUDENT_INITS = ("none", "teacher")
+STUDENT_INITS = ("none", "teacher", "inherit")
 
 
 @dataclass
@@ -427,7 +430,10 @@ class StudentSection:
 
     init: str = opt("none", "none: model.* as configured (from scratch, or model.checkpoint/weights); teacher: "
                     "the teacher's weights (same architecture, e.g. a half-resolution student; its fair "
-                    "baseline is the same start without distillation)", choices=STUDENT_INITS)
+                    "baseline is the same start without distillation); inherit: the teacher's tensors whose name "
+                    "and shape fit the student (with the teacher's FPN and box-head widths: its FPN output convs, "
+                    "RPN head and box head), the rest from scratch; its baseline inherits them too",
+                    choices=STUDENT_INITS)
 
 
 @dataclass

@@ -78,14 +78,17 @@ def check_rpn_loss(rpn_cls: ClsTermSection) -> None:
 
 
 def resolve_student_init(cfg: DistillConfig) -> DistillConfig:
-    """``student.init: teacher`` as what it means: ``model.checkpoint`` = ``teacher.checkpoint``
-    (so the plain baseline of the same config, which keeps ``model``, starts there too)."""
-    if cfg.student.init != "teacher":
+    """``student.init: teacher`` (or ``inherit``) as what it means: ``model.checkpoint`` =
+    ``teacher.checkpoint``, whole (or ``model.checkpoint_matching``: the tensors that fit), so
+    the plain baseline of the same config, which keeps ``model``, starts there too."""
+    init = cfg.student.init
+    if init not in ("teacher", "inherit"):
         return cfg
     given = cfg.model.checkpoint
     if given and os.path.abspath(os.path.expanduser(given)) != os.path.abspath(os.path.expanduser(cfg.teacher.checkpoint)):
-        raise DetkdError(f"student.init: teacher, but model.checkpoint is {given!r}: give one starting point")
-    model = dataclasses.replace(cfg.model, checkpoint=cfg.teacher.checkpoint, weights=None, weights_backbone=None)
+        raise DetkdError(f"student.init: {init}, but model.checkpoint is {given!r}: give one starting point")
+    model = dataclasses.replace(cfg.model, checkpoint=find_packaged(cfg.teacher.checkpoint), weights=None,
+                                weights_backbone=None, checkpoint_matching=init == "inherit")
     return dataclasses.replace(cfg, model=model, student=dataclasses.replace(cfg.student, init="none"))
 
 

@@ -37,6 +37,7 @@ from detkd.models.weights import (
     detector_weights,
     load_cached_weights,
     load_checkpoint_weights,
+    load_matching_weights,
     load_detector_weights,
 )
 
@@ -72,6 +73,8 @@ def build_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
     model = assemble(cfg, info, num_classes)
     if source == "weights":
         load_detector_weights(model, detector_weights(cfg.weights, cfg.backbone))
+    elif source == "checkpoint" and cfg.checkpoint_matching:
+        load_matching_weights(model, cfg.checkpoint)
     elif source == "checkpoint":
         load_checkpoint_weights(model, cfg.checkpoint)
     return model

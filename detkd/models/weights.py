@@ -157,6 +157,24 @@ def state_mismatches(model: nn.Module, state: StateDict, allow_missing: tuple[st
     return problems
 
 
+def load_matching_weights(model: nn.Module, path: str) -> list[str]:
+    """``model.checkpoint_matching``: the tensors of the checkpoint at ``path`` whose name and shape
+    fit ``model`` (inheritance across architectures, as FGD's ``init_student`` and MMRazor's prefix
+    init do); -> the top-level modules they fill, e.g. ``rpn.head``. None fitting is an error."""
+    state = detector_state_dict(read_state_dict(path), path)
+    own = model.state_dict()
+    taken = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    layers = [k for k, v in taken.items() if v.dim() >= 2]  # weights, not the odd bias of the same length
+    if not layers:
+        raise DetkdError(f"{path}: model.checkpoint_matching: no layer of the checkpoint fits this model "
+                         "(names and shapes differ everywhere)")
+    model.load_state_dict({**own, **taken}, strict=True)
+    modules = sorted({".".join(k.split(".")[:2]) for k in layers})
+    log.info("%s: %d of the model's %d tensors taken from the checkpoint (%s)", path, len(taken), len(own),
+             ", ".join(modules))
+    return modules
+
+
 def load_state_checked(
     model: nn.Module, state: StateDict, source: str, what: str = "model", allow_missing: tuple[str, ...] = ()
 ) -> None:

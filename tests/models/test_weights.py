@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import urllib.request
@@ -11,10 +12,10 @@ import torch
 import torchvision
 from torchvision.models import Weights, WeightsEnum
 
-from detkd.config import ModelSection
+from detkd.config import ModelSection, RoISection
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.weights import detector_state_dict, hub_checkpoint_path, load_cached_weights, offline
+from detkd.models.weights import detector_state_dict, hub_checkpoint_path, load_cached_weights, load_matching_weights, offline
 
 R18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 
@@ -154,3 +155,27 @@ def test_the_offline_flag_of_the_cli_refuses_downloads(monkeypatch):
     for value, expected in (("0", False), ("false", False), ("", False), ("yes", True)):
         monkeypatch.setenv("DETKD_OFFLINE", value)
         assert offline() is expected
+
+
+def test_matching_weights_inherit_the_heads_of_another_architecture(tmp_path) -> None:
+    """``model.checkpoint_matching``: a MobileNetV3 student with the teacher's FPN and box-head widths
+    takes the teacher's RPN head, box head and FPN output convs, and keeps its own backbone."""
+    torch.manual_seed(0)
+    teacher = build_model(ModelSection(preset="small", min_size=128, max_size=160), 4)
+    path = tmp_path / "teacher.pt"
+    torch.save({"model": teacher.state_dict()}, path)
+    student_cfg = ModelSection(preset="tiny", min_size=128, max_size=160, fpn_channels=128,
+                               roi=RoISection(box_head_width=256))
+    student = build_model(student_cfg, 4)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    modules = load_matching_weights(student, str(path))
+    assert {"rpn.head", "roi_heads.box_head", "roi_heads.box_predictor", "backbone.fpn"} <= set(modules)
+    after, source = student.state_dict(), teacher.state_dict()
+    for key in ("rpn.head.cls_logits.weight", "roi_heads.box_head.fc6.weight", "roi_heads.box_predictor.cls_score.weight"):
+        assert torch.equal(after[key], source[key]) and not torch.equal(before[key], source[key])
+    body = [k for k in after if k.startswith("backbone.body.")]
+    assert body and all(torch.equal(after[k], before[k]) for k in body)
+    built = build_model(dataclasses.replace(student_cfg, checkpoint=str(path), checkpoint_matching=True), 4)
+    assert torch.equal(built.state_dict()["rpn.head.conv.0.0.weight"], source["rpn.head.conv.0.0.weight"])
+    with pytest.raises(DetkdError, match="no layer of the checkpoint fits"):
+        load_matching_weights(build_model(ModelSection(preset="tiny", min_size=128, max_size=160), 7), str(path))
