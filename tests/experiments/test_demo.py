@@ -56,6 +56,8 @@ def write_toy_configs(root: Path) -> Path:
     for kind in ("small", "lowres"):
         text = DISTILL.format(student=f"student_{kind}.yaml", teacher=folder / "teacher.yaml")
         (folder / f"distill_{kind}.yaml").write_text(text)
+    with open(folder / "distill_small.yaml", "a") as f:  # a transfer set: 4 more images, labelled by the teacher
+        f.write("data: {unlabeled: {synth_images: 4}}\n")
     return folder
 
 
@@ -71,6 +73,8 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
 
     summary = json.loads((out / "summary.json").read_text())
     assert summary["wall_s"] > 0 and summary["teacher_source"] == "trained"  # no bundled teacher fits the toy one
+    assert list(summary["transfer_sets"]) == ["student_small_kd"] and "4 more images" in summary["transfer_sets"]["student_small_kd"]
+    assert "transfer set: 4 unlabeled images" in (out / "runs" / "student_small_kd" / "log.txt").read_text()
     for model in MODELS:
         entry = summary[model.name]
         assert all(entry[k] is not None for k in MODEL_KEYS), (model.name, entry)
@@ -86,7 +90,7 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     assert summary["student_lowres"]["gflops"] < summary["teacher"]["gflops"]
 
     report = (out / "report.md").read_text()
-    for needle in ("## Summary", "## AP50 per class", "speed_accuracy.png", "training_curves.png", "detections.png",
+    for needle in ("## Summary", "Transfer set of student_small_kd: 4 more images", "## AP50 per class", "speed_accuracy.png", "training_curves.png", "detections.png",
                    "## The doctor on the distilled students", "### student_lowres_kd", "interleaved rounds"):
         assert needle in report
     assert "- student_small_kd: distillation" in printed and "faster than the teacher" in printed
