@@ -152,7 +152,7 @@ def demo_cells(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice)
     is scored on the students' data."""
     paths = config_paths(config_dir)
     scored_on = paths["student_small"]
-    from_teacher = baselines_from_teacher(paths)
+    inits = baseline_inits(paths)
     cells = []
     for model in MODELS:
         run_dir = os.path.join(out_dir, "runs", model.name)
@@ -163,19 +163,22 @@ def demo_cells(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice)
         overrides = [f"seed={seed}"]
         if model.baseline is not None:
             overrides.append(f"teacher.checkpoint={teacher.checkpoint}")
-        if model.name in from_teacher:  # starts where its distilled version starts
+        if model.name in inits:  # starts where its distilled version starts
             overrides.append(f"model.checkpoint={teacher.checkpoint}")
+            overrides.append(f"model.checkpoint_matching={str(inits[model.name] == 'inherit').lower()}")
         cells.append((Cell(model.name, paths[model.name], tuple(overrides), score_data=scored_on), run_dir))
     return cells
 
 
-def baselines_from_teacher(paths: dict[str, str]) -> set[str]:
-    """The baselines whose distilled version has ``student.init: teacher``: they start from the
-    teacher's weights too, so that each pair differs by the distillation alone."""
+def baseline_inits(paths: dict[str, str]) -> dict[str, str]:
+    """``{baseline: init}`` for the baselines whose distilled version has ``student.init: teacher``
+    or ``inherit``: they start from the teacher's weights (all, or those that fit) too, so that each
+    pair differs by the distillation alone."""
     from detkd.config import DistillConfig, load_config
 
-    return {m.baseline for m in MODELS if m.baseline is not None
-            and load_config(paths[m.name], schema=DistillConfig).student.init == "teacher"}
+    inits = {m.baseline: load_config(paths[m.name], schema=DistillConfig).student.init
+             for m in MODELS if m.baseline is not None}
+    return {name: init for name, init in inits.items() if init in ("teacher", "inherit")}
 
 
 def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoice,

@@ -156,3 +156,20 @@ def test_demo_refuses_jobs_under_one(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["demo", "--out", str(tmp_path / "demo"), "--jobs", "0"]) == 2
     assert "--jobs 0: give 1 or more" in capsys.readouterr().err
     assert not (tmp_path / "demo").exists()  # refused before anything is written
+
+
+def test_a_baseline_starts_where_its_distilled_student_starts(tmp_path: Path) -> None:
+    """``student.init: inherit`` (or ``teacher``) in a distillation config: its baseline gets the
+    same start, the tensors that fit (or all of them), so the pair differs by the distillation alone."""
+    from detkd.experiments.demo import TeacherChoice, demo_cells
+
+    folder = write_toy_configs(tmp_path)
+    with open(folder / "distill_small.yaml", "a") as f:
+        f.write("student: {init: inherit}\n")
+    with open(folder / "distill_lowres.yaml", "a") as f:
+        f.write("student: {init: teacher}\n")
+    cells = {cell.name: cell for cell, _ in demo_cells(str(folder), str(tmp_path / "out"), 0,
+                                                        TeacherChoice("given", "t.pt", ""))}
+    assert {"model.checkpoint=t.pt", "model.checkpoint_matching=true"} <= set(cells["student_small"].overrides)
+    assert {"model.checkpoint=t.pt", "model.checkpoint_matching=false"} <= set(cells["student_lowres"].overrides)
+    assert not any(o.startswith("model.checkpoint") for o in cells["student_small_kd"].overrides)
