@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkd.config import DistillConfig, RegTermSection, load_config
+from detkd.config import DistillConfig, RegTermSection, config_to_dict, load_config
 from detkd.data.synth import SYNTH_CLASSES
 from detkd.distill.build import build_distill_task
 from detkd.distill.task import reg_term
@@ -387,13 +387,13 @@ def test_a_class_map_that_cannot_apply_is_refused_for_a_checkpoint_teacher(teach
                          r"classes: circle, cross_orange, "),
 ])
 def test_a_class_map_entry_naming_no_class_is_refused_for_a_coco_teacher(tmp_path: Path, class_map: str, message: str,
-                                                                         synth_root: Path) -> None:
+                                                                         synth_args: list[str]) -> None:
     """The classes are matched from the weights' metadata before any weights file is read."""
     coco_teacher = tmp_path / "coco_teacher.yaml"
     coco_teacher.write_text("model: {backbone: resnet50, weights: FasterRCNN_ResNet50_FPN_Weights.COCO_V1}\n")
     cfg = load_config(REPO / "configs" / "synth" / "distill_small.yaml",
                       [f"teacher.config={coco_teacher}", "teacher.checkpoint=''", f"teacher.class_map={class_map}",
-                       f"data.root={synth_root}", *STUDENT_SIZE["small"]], schema=DistillConfig)
+                       *synth_args, *STUDENT_SIZE["small"]], schema=DistillConfig)  # the session's data as it is
     with pytest.raises(DetkdError, match=rf"^teacher\.class_map: {message}"):
         build_distill_task(cfg, NUM_CLASSES)
 
