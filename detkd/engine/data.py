@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from detkd.config import AugmentSection, DataSection
+from detkd.data.build import load_index
 from detkd.data.dataset import DatasetIndex, DetectionDataset, collate
 from detkd.data.transfer import folder_index, synth_extension, without_labels
 from detkd.engine.distributed import DistInfo
@@ -67,8 +68,6 @@ def resolve_source(data: DataSection, classes: Sequence[str] | None = None) -> D
 
 def load_split(data: DataSection, train: bool, classes: Sequence[str] | None = None, split: str | None = None) -> DatasetIndex:
     """The index of the training split (first ``data.limit`` images) or of the test split."""
-    from detkd.data.build import load_index
-
     source = resolve_source(data, classes)
     if split is None:
         split = data.train_split if train else data.test_split
@@ -100,8 +99,6 @@ def load_unlabeled(data: DataSection, labelled: DetectionDataset) -> DatasetInde
         index = folder_index(section.folder, classes)
     elif section.split:
         source = resolve_source(data, classes)
-        from detkd.data.build import load_index
-
         index = load_index(source.format, source.root, split=section.split, classes=source.classes,
                            class_map=source.class_map)
     else:
@@ -123,8 +120,6 @@ def synth_transfer_index(data: DataSection, classes: Sequence[str]) -> DatasetIn
     first, wanted = data.synth.images, data.unlabeled.synth_images
     total = synth_extension(first, wanted, lambda i: split_of(i) == "train")
     source = resolve_source(replace(data, synth=replace(data.synth, images=total)), classes)
-    from detkd.data.build import load_index
-
     index = load_index(source.format, source.root, split=data.train_split, classes=source.classes)
     after = {image_stem(i) for i in range(first, total)}
     index.records = [r for r in index.records if r.image_id in after]
