@@ -6,9 +6,10 @@ What is measured, on a deterministic random input of a fixed raw size (default 4
 - **latency** at batch 1: ``warmup`` untimed forwards, then ``runs`` timed ones; the median
   and the 90th percentile (linear interpolation) in milliseconds. Throughput at batch 1 is
   ``1000 / median``. Several models are timed in *interleaved rounds*
-  (:func:`interleaved_latency`): each round runs every model ``runs`` times, in an order rotated
-  from round to round, so that a drift of a shared machine (another job starting, the clock
-  throttling) lands on every model alike; a model's latency is the median over rounds of its
+  (:func:`interleaved_latency`): each round runs every model about ``runs`` times, visiting the
+  models in an order rotated from round to round and then in its reverse (A B B A), so that a
+  drift of a shared machine (another job starting, the clock throttling) lands on every model
+  alike, across rounds and within each; a model's latency is the median over rounds of its
   per-round median, its spread the interquartile range over rounds, and a speed-up is the median
   over rounds of the per-round ratio (:func:`round_ratios`), in which the drift cancels;
 - **throughput** at batch 8: ``batch_runs`` timed forwards of 8 different images each (after the
@@ -226,7 +227,9 @@ def interleaved_latency(models: Sequence[tuple[nn.Module, bool]], device: torch.
     """Batch-1 latency of several models in interleaved rounds (see the module docstring).
 
     ``models``: ``(model, hold)`` pairs, each already on ``device``; every model gets ``warmup``
-    untimed forwards first, then ``rounds`` rounds of ``runs`` timed forwards each.
+    untimed forwards first, then ``rounds`` rounds. A round visits the models in a rotated order
+    and then in the reverse order (A B B A), ``ceil(runs / 2)`` timed forwards per visit, so that a
+    drift within the round lands on every model alike (a single model: ``runs`` forwards).
     """
     if rounds < 1 or runs < 1 or warmup < 0:
         raise DetkdError(f"--rounds and --runs must be at least 1, --warmup at least 0 (got {rounds}, {runs}, {warmup})")
@@ -236,13 +239,17 @@ def interleaved_latency(models: Sequence[tuple[nn.Module, bool]], device: torch.
             for _ in range(warmup):
                 model(one)
     times = [RoundTimes([], []) for _ in models]
+    per_visit = (runs + 1) // 2 if len(models) > 1 else runs
     for r in range(rounds):
         if progress:
             progress(f"round {r + 1}/{rounds}")
-        for i in rotation(len(models), r):
+        order = rotation(len(models), r)
+        round_ms: list[list[float]] = [[] for _ in models]
+        for i in order + order[::-1] if len(models) > 1 else order:
             model, hold = models[i]
             with forward_context(model, device, amp, hold):
-                ms = [1000.0 * timed(lambda: model(one), device) for _ in range(runs)]
+                round_ms[i].extend(1000.0 * timed(lambda: model(one), device) for _ in range(per_visit))
+        for i, ms in enumerate(round_ms):
             times[i].rounds.append(statistics.median(ms))
             times[i].forwards.extend(ms)
     return times

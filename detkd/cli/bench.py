@@ -13,8 +13,9 @@ HELP = """\
 Measure the inference speed of the Faster R-CNN each CONFIG describes: parameters, GFLOPs per
 image, latency at batch 1, images per second at batch 1 and batch 8, and peak memory of a
 batch-1 forward. Latency is timed for all models together in --rounds interleaved rounds: each
-round runs every model --runs times (after --warmup untimed forwards each), in an order rotated
-from round to round, so that a drift of a busy machine hits every model alike. A model's latency
+round visits the models in an order rotated from round to round and then in its reverse
+(A B B A), ceil(--runs / 2) timed forwards a visit (after --warmup untimed forwards each), so that
+a drift of a busy machine hits every model alike. A model's latency
 is the median over rounds (with the interquartile range, IQR, and the p90 of every forward), each
 speed-up the median over rounds of the per-round ratio to its reference (with its IQR); a row
 whose IQR exceeds 15 % of its value is marked "noisy: machine busy?". Every model gets
@@ -71,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: torch's own)")
     parser.add_argument("--rounds", type=int, default=7, metavar="R", help="interleaved rounds (default: 7)")
     parser.add_argument("--runs", type=int, default=3, metavar="N",
-                        help="timed batch-1 forwards of each model a round (default: 3)")
+                        help="timed batch-1 forwards of each model a round, rounded up to even when there are two or more models (default: 3)")
     parser.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed forwards first (default: 2)")
     parser.add_argument("--batch-runs", type=int, metavar="N",
                         help="timed batches of 8 images (default: max(2, runs * rounds // 4); 0: skip)")

@@ -4,11 +4,11 @@ the rows carry their spread."""
 from __future__ import annotations
 
 import copy
-import time
 
 import pytest
 import torch
 
+from detkd.bench import measure
 from detkd.bench.measure import RoundTimes, interleaved_latency, quartiles, rotation, round_ratios
 from detkd.bench.report import NOISY, format_table, row_dict
 from detkd.bench.runner import BenchTarget, Entry, bench_entries, build_bench_model, sized
@@ -29,15 +29,6 @@ def test_ratios_and_spread_on_known_times() -> None:
     assert p90 >= median
 
 
-def test_two_copies_of_one_model_time_alike(tiny) -> None:
-    model, _ = build_bench_model(sized(tiny(size=64), None), 10)
-    twin = copy.deepcopy(model)
-    times = interleaved_latency([(model, True), (twin, True)], torch.device("cpu"), rounds=9, runs=3, warmup=2,
-                                input_hw=(96, 128))
-    ratio, _ = round_ratios(times[0], times[1])
-    assert ratio == pytest.approx(1.0, rel=0.10)
-
-
 class Slowed(torch.nn.Module):
     """A model with an extra sleep in its forward."""
 
@@ -50,12 +41,63 @@ class Slowed(torch.nn.Module):
         return self.model(images)
 
 
-def test_a_deliberately_slowed_model_is_ranked_slower(tiny) -> None:
-    model, _ = build_bench_model(sized(tiny(size=64), None), 10)
-    times = interleaved_latency([(model, False), (Slowed(copy.deepcopy(model), 0.02), False)], torch.device("cpu"),
-                                rounds=5, runs=2, warmup=1, input_hw=(96, 128))
+class DriftingMachine:
+    """A fake clock for the timing protocol: every forward costs its model's ``work`` in
+    milliseconds times the machine's slowness, which grows by ``drift`` per forward (another job
+    starting, the clock throttling), so that timing one model after the other would be biased."""
+
+    def __init__(self, drift: float) -> None:
+        self.now, self.forwards, self.drift = 0.0, 0, drift
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def run(self, work_ms: float) -> None:
+        self.now += work_ms / 1000.0 * (1.0 + self.drift * self.forwards)
+        self.forwards += 1
+
+
+class Work(torch.nn.Module):
+    """A model whose forward costs ``work_ms`` on a :class:`DriftingMachine`."""
+
+    def __init__(self, machine: DriftingMachine, work_ms: float) -> None:
+        super().__init__()
+        self.machine, self.work_ms = machine, work_ms
+
+    def forward(self, images):
+        self.machine.run(self.work_ms)
+        return images
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> DriftingMachine:
+    fake = DriftingMachine(drift=0.02)  # 3x slower after 100 forwards
+    monkeypatch.setattr(measure, "time", fake)
+    return fake
+
+
+def test_two_copies_of_one_model_time_alike_on_a_drifting_machine(machine) -> None:
+    times = interleaved_latency([(Work(machine, 10.0), False), (Work(machine, 10.0), False)], torch.device("cpu"),
+                                rounds=9, runs=3, warmup=2, input_hw=(32, 32))
+    assert times[0].rounds[-1] > 1.5 * times[0].rounds[0]  # the machine did slow down
+    ratio, spread = round_ratios(times[0], times[1])
+    assert ratio == pytest.approx(1.0, abs=0.03) and spread < 0.05
+
+
+def test_a_model_with_twice_the_work_is_twice_as_slow_on_a_drifting_machine(machine) -> None:
+    times = interleaved_latency([(Work(machine, 20.0), False), (Work(machine, 10.0), False)], torch.device("cpu"),
+                                rounds=5, runs=2, warmup=1, input_hw=(32, 32))
     speedup, _ = round_ratios(times[0], times[1])
-    assert times[1].latency()[0] > times[0].latency()[0] + 15 and speedup < 0.9
+    assert speedup == pytest.approx(2.0, rel=0.03)
+    assert len(times[0].rounds) == 5 and len(times[1].forwards) == 10  # A B B A, 1 forward per visit
+
+
+def test_real_models_give_every_round_and_forward(tiny) -> None:
+    model, _ = build_bench_model(sized(tiny(size=64), None), 10)
+    times = interleaved_latency([(model, True), (copy.deepcopy(model), True)], torch.device("cpu"), rounds=3, runs=2,
+                                warmup=1, input_hw=(96, 128))
+    assert [len(t.rounds) for t in times] == [3, 3] and [len(t.forwards) for t in times] == [6, 6]  # 1 + 1 per round
+    assert all(ms > 0 for t in times for ms in t.forwards)
 
 
 def test_rows_carry_the_spread_and_the_noisy_flag(tiny, fast) -> None:

@@ -82,7 +82,7 @@ def test_stage_profile_adds_up(tiny) -> None:
     assert [s.stage for s in profile.stages] == list(STAGES)
     assert all(s.ms > 0 for s in profile.stages)
     assert sum(s.share for s in profile.stages) == pytest.approx(1.0)
-    assert 0.5 < profile.total_ms / profile.forward_ms < 2.0
+    assert 0.25 < profile.total_ms / profile.forward_ms < 4.0  # timed twice, under whatever load
     gflops = {s.stage: s.gflops for s in profile.stages}
     assert gflops["backbone"] > 0 and gflops["box_head"] > 0 and gflops["roi_align"] is None
     table = format_profiles([profile, profile])
