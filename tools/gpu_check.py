@@ -81,7 +81,7 @@ def forward_check(work: Path) -> str:
 
     from detkd.config import load_config
     from detkd.data.build import build_dataset
-    from detkd.engine.data import resolve_source
+    from detkd.data.from_config import resolve_source
     from detkd.experiments.bundled import bundled_teacher
     from detkd.models import build_model
     from detkd.models.weights import load_checkpoint_weights

@@ -51,6 +51,7 @@ from detkd.bench.profile import StageProfile, profile_model
 from detkd.bench.report import CHECKPOINT, HELD, UNTRAINED, BenchRow, read_accuracy
 from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_distill_config, load_config
 from detkd.config_files import find_config
+from detkd.data.from_config import declared_classes
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -114,14 +115,9 @@ def sized(model_cfg: ModelSection, size: int | None) -> ModelSection:
 
 def classes_from_data(data: DataSection, source: str) -> int:
     """K + 1 for a config's data section (see the module docstring)."""
-    if data.classes:
-        return len(data.classes) + 1
-    if data.format == "voc":
-        return 21
-    if data.format == "synth":
-        from detkd.data.synth import SYNTH_CLASSES
-
-        return len(SYNTH_CLASSES) + 1
+    classes = declared_classes(data)
+    if classes is not None:
+        return len(classes) + 1
     log.info("%s: data.classes not set for format %s: %d object classes assumed (only the predictor's "
              "size depends on it)", source, data.format, DEFAULT_OBJECT_CLASSES)
     return DEFAULT_OBJECT_CLASSES + 1

@@ -9,6 +9,7 @@ import sys
 import warnings
 from typing import Any
 
+from detkd.config import FORMATS
 from detkd.data.build import load_index
 from detkd.data.common import DataWarning
 from detkd.data.dataset import DatasetIndex
@@ -16,12 +17,12 @@ from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
 
-FORMATS = ("voc", "kitti", "coco")
+DISK_FORMATS = tuple(f for f in FORMATS if f != "synth")  # the embedded dataset is generated, not read
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("dataset")
-    group.add_argument("--format", required=True, choices=FORMATS, help="the layout on disk (see datasets/README.md)")
+    group.add_argument("--format", required=True, choices=DISK_FORMATS, help="the layout on disk (see datasets/README.md)")
     group.add_argument("--root", required=True, help="dataset folder (VOC: the VOC2007-style folder; KITTI: the folder with image_2/ and label_2/; COCO: the folder with annotations/ and the image folders)")
     group.add_argument("--split", help="split name (VOC: ImageSets/Main/NAME.txt; KITTI: ImageSets/NAME.txt or a file list; COCO: annotations/instances_NAME.json and images in NAME/). Default: every annotated image (VOC, KITTI)")
     group.add_argument("--ann", help="COCO only: the instances JSON file, when it is not annotations/instances_SPLIT.json")

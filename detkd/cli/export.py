@@ -87,7 +87,7 @@ def check_images(args: argparse.Namespace) -> list[torch.Tensor]:
 def checkpoint_test_set(path: str):  # -> DetectionDataset
     from detkd.config import Config, DistillConfig, config_from_dict
     from detkd.engine.checkpoint import load_checkpoint
-    from detkd.engine.data import build_eval_dataset
+    from detkd.data.from_config import build_eval_dataset
 
     state = load_checkpoint(path)
     try:

@@ -15,11 +15,14 @@ own generators, seeded by its ``seed`` argument. The callable seeds its ``Compos
 ``(cfg.seed, worker seed)``: the worker seed is ``base_seed + worker_id`` where ``base_seed``
 comes from torch's generator, so workers draw different augmentations, every epoch draws new
 ones, and a run is reproducible under ``torch.manual_seed``.
+A training run wraps it in :class:`EpochSeededAugment`, which reseeds it for every sample from
+``(seed, epoch, image_id)``, so a resumed run augments as the uninterrupted one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -159,6 +162,28 @@ class Augment:
         seed = int(np.random.SeedSequence([self.cfg.seed, info.seed]).generate_state(1)[0])
         self.pipeline.set_random_seed(seed)
         self._worker_seed = info.seed
+
+
+class EpochSeededAugment:
+    """An augmentation whose random draws for an image depend only on ``(seed, epoch, image_id)``.
+
+    Reseeding per sample makes the augmentation of a batch independent of the loader's
+    workers and of where a resumed run starts, so a resumed run augments exactly as the
+    uninterrupted one. ``epoch`` is set (by the engine's ``start_epoch``) before each epoch's
+    iterator is made (workers receive a copy then).
+    """
+
+    def __init__(self, augment: Augment, seed: int) -> None:
+        self.augment, self.seed, self.epoch = augment, seed, 0
+
+    def __call__(self, image: np.ndarray, record: ImageRecord) -> tuple[np.ndarray, ImageRecord]:
+        key = zlib.crc32(str(record.image_id).encode())
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, key]).generate_state(1)[0])
+        worker = torch.utils.data.get_worker_info()
+        # Augment reseeds itself once per worker; mark that done so the per-sample seed holds.
+        self.augment._worker_seed = worker.seed if worker is not None else None
+        self.augment.pipeline.set_random_seed(sample_seed)
+        return self.augment(image, record)
 
 
 def _copy_record(record: ImageRecord) -> ImageRecord:

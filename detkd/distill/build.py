@@ -11,6 +11,8 @@ from torchvision.models.detection import FasterRCNN
 
 from detkd.config import DISTILL_SECTIONS, ClsTermSection, Config, DistillConfig, config_from_dict, load_any_config
 from detkd.config_files import find_packaged
+from detkd.data.from_config import data_classes as data_classes_of
+from detkd.data.from_config import resolve_source
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs
 from detkd.distill.task import (
     DistillModule,
@@ -23,8 +25,6 @@ from detkd.distill.task import (
 )
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
 from detkd.engine.checkpoint import load_checkpoint
-from detkd.engine.data import data_classes as data_classes_of
-from detkd.engine.data import resolve_source
 from detkd.errors import DetkdError
 from detkd.models import build_model
 from detkd.models.class_map import check_class_map

@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Subset
 
 from detkd.config import DistillConfig, config_to_dict
 from detkd.data.dataset import collate
+from detkd.data.from_config import build_eval_dataset
 from detkd.doctor import probes
 from detkd.doctor.advice import diagnose
 from detkd.doctor.balance import gradient_norms, gradient_shares, mean_norms, module_groups, total_gradient_norm
-from detkd.engine import data as D
 from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.inference import predict
 from detkd.errors import DetkdError
@@ -47,7 +47,7 @@ def run_doctor(cfg: DistillConfig, batches: int = DEFAULT_BATCHES, student: str 
     if batches < 1:
         raise DetkdError(f"--batches: at least 1 batch is needed, got {batches}")
     seed_everything(cfg.seed)
-    dataset = D.build_eval_dataset(cfg.data, split=cfg.data.train_split)
+    dataset = build_eval_dataset(cfg.data, split=cfg.data.train_split)
     task = build_distill_task(cfg, len(dataset.classes) + 1)
     if student:
         load_student(task, student)

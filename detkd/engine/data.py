@@ -1,91 +1,32 @@
-"""Datasets and loaders for training and evaluation, built from ``cfg.data``.
+"""Loaders for training and evaluation, and the transfer set of ``cfg.data.unlabeled``.
 
-Training data is shuffled by a :class:`TrainSampler` (a :class:`DistributedSampler`, also for a
-single process) whose order depends only on ``(seed, epoch)`` and which can start in the middle
-of an epoch, so a resumed run sees exactly the batches the killed run would have seen.
-Evaluation never augments and shards the test set over ranks without padding (:class:`ShardSampler`),
-so that every image is predicted exactly once.
+The datasets themselves come from :mod:`detkd.data.from_config`. Training data is shuffled by a
+:class:`TrainSampler` (a :class:`DistributedSampler`, also for a single process) whose order
+depends only on ``(seed, epoch)`` and which can start in the middle of an epoch, so a resumed run
+sees exactly the batches the killed run would have seen. Evaluation never augments and shards the
+test set over ranks without padding (:class:`ShardSampler`), so that every image is predicted
+exactly once.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from detkd.config import AugmentSection, DataSection
+from detkd.config import DataSection
 from detkd.data.build import load_index
 from detkd.data.dataset import DatasetIndex, DetectionDataset, collate
+from detkd.data.from_config import resolve_source
+from detkd.data.synth import image_stem, split_of
 from detkd.data.transfer import folder_index, synth_extension, without_labels
+from detkd.data.transforms import EpochSeededAugment
 from detkd.engine.distributed import DistInfo
 from detkd.errors import DetkdError
-
-FORMATS = ("voc", "kitti", "coco", "synth")
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where a split is read from, once ``synth`` is resolved to its generated VOC folder."""
-
-    format: str  # voc | kitti | coco
-    root: str
-    classes: tuple[str, ...] | None
-    class_map: dict[str, str] | None
-
-
-def resolve_source(data: DataSection, classes: Sequence[str] | None = None) -> DataSource:
-    """The reader's arguments for ``data``; ``classes`` (e.g. a checkpoint's) fills in ``data.classes``."""
-    if data.format not in FORMATS:
-        raise DetkdError(f"data.format: unknown format {data.format!r} (expected one of {', '.join(FORMATS)})")
-    names = tuple(data.classes) if data.classes else (tuple(classes) if classes else None)
-    if data.format == "synth":
-        from detkd.data.synth import SYNTH_CLASSES, ensure_synth
-
-        synth = data.synth
-        kind = "" if synth.profile == "standard" else f"{synth.profile}-"
-        folder = data.root or os.path.join(
-            os.path.expanduser(synth.cache_dir), f"synth-{kind}{synth.images}-seed{synth.seed}"
-        )
-        out = ensure_synth(os.path.expanduser(folder), synth.images, synth.seed, synth.profile)
-        return DataSource("voc", os.path.join(out, "voc"), names or SYNTH_CLASSES, None)
-    if not data.root:
-        raise DetkdError("data.root: no dataset folder given (set data.root=PATH)")
-    root = os.path.expanduser(data.root)
-    if not os.path.isdir(root):
-        raise DetkdError(f"data.root: {root}: no such folder")
-    if data.format == "voc" and names is None:
-        from detkd.data.voc import VOC_CLASSES
-
-        names = tuple(VOC_CLASSES)
-    return DataSource(data.format, root, names, data.class_map)
-
-
-def load_split(data: DataSection, train: bool, classes: Sequence[str] | None = None, split: str | None = None) -> DatasetIndex:
-    """The index of the training split (first ``data.limit`` images) or of the test split."""
-    source = resolve_source(data, classes)
-    if split is None:
-        split = data.train_split if train else data.test_split
-    ann = data.train_ann if train else data.test_ann
-    index = load_index(source.format, source.root, split=split, ann=ann, classes=source.classes,
-                       class_map=source.class_map)
-    if train and data.limit is not None:
-        if data.limit <= 0:
-            raise DetkdError(f"data.limit: must be a positive number of images, got {data.limit}")
-        index.records = index.records[: data.limit]
-    if not index.records:
-        raise DetkdError(f"{source.root}: split {split!r} holds no images")
-    return index
-
-
-def build_train_dataset(data: DataSection, seed: int = 0) -> DetectionDataset:
-    """The training split, with ``data.augment`` (its draws seeded by ``seed``, epoch and image)."""
-    return DetectionDataset(load_split(data, train=True), augment=build_augmentation(data.augment, seed))
 
 
 def load_unlabeled(data: DataSection, labelled: DetectionDataset) -> DatasetIndex | None:
@@ -112,8 +53,6 @@ def load_unlabeled(data: DataSection, labelled: DetectionDataset) -> DatasetInde
 def synth_transfer_index(data: DataSection, classes: Sequence[str]) -> DatasetIndex:
     """The first ``data.unlabeled.synth_images`` training images of the embedded dataset after the
     labelled ones: the same generator (seed, profile), drawn further."""
-    from detkd.data.synth import image_stem, split_of
-
     if data.format != "synth" or data.root:
         raise DetkdError("data.unlabeled.synth_images: only for data.format synth with data.root empty "
                          "(generated data); give data.unlabeled.folder or .split otherwise")
@@ -132,43 +71,6 @@ def with_transfer_set(labelled: DetectionDataset, transfer: DatasetIndex) -> Det
     index = DatasetIndex(labelled.index.format, labelled.index.root, labelled.index.split, labelled.classes,
                          [*labelled.records, *transfer.records], labelled.index.report, labelled.index.category_ids)
     return DetectionDataset(index, augment=labelled.augment, unlabeled_from=len(labelled.records))
-
-
-def build_eval_dataset(data: DataSection, classes: Sequence[str] | None = None, split: str | None = None) -> DetectionDataset:
-    """The test split (or ``split``), never augmented; ``classes`` keeps the training label order."""
-    return DetectionDataset(load_split(data, train=False, classes=classes, split=split), augment=None)
-
-
-def build_augmentation(section: AugmentSection, seed: int) -> EpochSeededAugment | None:
-    """The training augmentation of ``data.augment``; None when every option is off."""
-    if not (section.hflip or section.vflip or section.scale_jitter or section.brightness or section.contrast
-            or section.hue or section.saturation):
-        return None
-    from detkd.data.transforms import AugmentConfig, build_augment
-
-    return EpochSeededAugment(build_augment(AugmentConfig.from_section(section)), seed)
-
-
-class EpochSeededAugment:
-    """An augmentation whose random draws for an image depend only on ``(seed, epoch, image_id)``.
-
-    Reseeding per sample makes the augmentation of a batch independent of the loader's
-    workers and of where a resumed run starts, so a resumed run augments exactly as the
-    uninterrupted one. ``epoch`` is set by :func:`start_epoch` before each epoch's iterator
-    is made (workers receive a copy then).
-    """
-
-    def __init__(self, augment, seed: int) -> None:  # augment: detkd.data.transforms.Augment
-        self.augment, self.seed, self.epoch = augment, seed, 0
-
-    def __call__(self, image: np.ndarray, record):  # -> (image, record)
-        key = zlib.crc32(str(record.image_id).encode())
-        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, key]).generate_state(1)[0])
-        worker = torch.utils.data.get_worker_info()
-        # Augment reseeds itself once per worker; mark that done so the per-sample seed holds.
-        self.augment._worker_seed = worker.seed if worker is not None else None
-        self.augment.pipeline.set_random_seed(sample_seed)
-        return self.augment(image, record)
 
 
 class TrainSampler(DistributedSampler):
@@ -335,25 +237,3 @@ def iters_per_epoch(loader: DataLoader) -> int:
     """Batches in a whole epoch on each rank, wherever the sampler starts."""
     sampler: TrainSampler = loader.sampler
     return -(-sampler.num_samples // loader.batch_size)
-
-
-def data_classes(data: DataSection) -> tuple[str, ...]:
-    """The label order a model trained on ``data`` has: ``data.classes``, the format's default
-    (VOC's 20, the embedded dataset's 9), else the classes the reader finds in the training split
-    (the evaluation split's when there is no training split to read)."""
-    source = resolve_source(data)
-    if source.classes is not None:
-        return tuple(source.classes)
-    try:
-        return tuple(load_split(data, train=True).classes)
-    except DetkdError:
-        return tuple(load_split(data, train=False).classes)
-
-
-def eval_classes(data: DataSection, train_classes: Sequence[str]) -> tuple[str, ...] | None:
-    """The label order to read the test split with: the training split's, except for COCO,
-    whose categories come from its annotation file."""
-    return None if data.format == "coco" else tuple(train_classes)
-
-
-

@@ -19,8 +19,9 @@ from tqdm import tqdm
 
 from detkd.config import Config
 from detkd.data.dataset import DatasetIndex
+from detkd.data.from_config import build_eval_dataset, data_classes, eval_classes
 from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
-from detkd.engine.data import batches
+from detkd.engine.data import batches, build_eval_loader
 from detkd.errors import DetkdError
 
 log = logging.getLogger("detkd")
@@ -132,7 +133,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
     The model is the one ``cfg.model`` describes; a checkpoint that does not fit it is a
     :class:`DetkdError` naming the file. Runs under ``torchrun`` too (the images are shared out).
     """
-    from detkd.engine import data as D
     from detkd.engine.distributed import cleanup_distributed, init_distributed
 
     info = init_distributed(cfg.device)
@@ -141,7 +141,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
         if checkpoint is None:
             from detkd.models.class_map import pretrained_for_classes
 
-            dataset = D.build_eval_dataset(cfg.data, classes=None, split=split)
+            dataset = build_eval_dataset(cfg.data, classes=None, split=split)
             model = pretrained_for_classes(cfg.model, dataset.classes)
             default = os.path.join(cfg.output_dir, f"pretrained_{split}_results.json")
         else:
@@ -149,7 +149,7 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
             default = default_results_path(checkpoint, split)
         model.to(info.device)
         results_path = results_path or default
-        loader = D.build_eval_loader(dataset, cfg.data.num_workers, info)
+        loader = build_eval_loader(dataset, cfg.data.num_workers, info)
         metrics = evaluate_model(model, loader, dataset.index, info, results_path=results_path)
         return EvalOutcome(metrics, tuple(dataset.classes), results_path, info.is_main)
     finally:
@@ -159,7 +159,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
 def checkpoint_model(cfg: Config, checkpoint: str, split: str):
     """The model of ``cfg.model`` with ``checkpoint``'s weights, and the evaluation dataset of
     ``split`` read with the checkpoint's classes (which must be the config's data classes)."""
-    from detkd.engine import data as D
     from detkd.engine.checkpoint import load_checkpoint, model_state_from
     from detkd.models import build_model
     from detkd.models.weights import detector_state_dict, load_state_checked
@@ -168,12 +167,12 @@ def checkpoint_model(cfg: Config, checkpoint: str, split: str):
     weights = detector_state_dict(model_state_from(state, checkpoint), checkpoint)
     saved_classes = state.get("classes") if isinstance(state.get("classes"), list) else None
     if saved_classes:
-        expected = D.data_classes(cfg.data)
+        expected = data_classes(cfg.data)
         if tuple(saved_classes) != expected:
             raise DetkdError(f"{checkpoint}: trained on classes {saved_classes}, the config's data has "
                              f"{list(expected)} (set data.classes, or evaluate on the data it was trained on)")
-    classes = D.eval_classes(cfg.data, saved_classes) if saved_classes else None
-    dataset = D.build_eval_dataset(cfg.data, classes=classes, split=split)
+    classes = eval_classes(cfg.data, saved_classes) if saved_classes else None
+    dataset = build_eval_dataset(cfg.data, classes=classes, split=split)
     model = build_model(cfg.model, dataset.index.num_classes + 1)
     load_state_checked(model, weights, checkpoint, "checkpoint")
     return model, dataset

@@ -43,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from detkd.config import Config
+from detkd.data.from_config import build_eval_dataset, build_train_dataset, eval_classes
 from detkd.engine import data as D
 from detkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from detkd.engine.rundir import check_run_dir, remove_stale_temporaries, run_lock
@@ -141,9 +142,9 @@ class Trainer:
         if cfg.train.threads is not None:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
-        self.train_set = D.build_train_dataset(cfg.data, cfg.seed)
+        self.train_set = build_train_dataset(cfg.data, cfg.seed)
         self.classes = tuple(self.train_set.classes)
-        self.eval_set = D.build_eval_dataset(cfg.data, classes=D.eval_classes(cfg.data, self.classes))
+        self.eval_set = build_eval_dataset(cfg.data, classes=eval_classes(cfg.data, self.classes))
         self.task: TrainTask = self.task_builder(cfg, len(self.classes) + 1)
         self.task.module.to(info.device)
         self.model = self.task.module

@@ -136,7 +136,7 @@ def draw_detection_grid(out_dir: str, config_dir: str, results: Mapping[str, Cel
                         count: int = DETECTION_IMAGES, score_thresh: float = DETECTION_SCORE) -> str:
     """The first ``count`` test images: ground truth, then each model's detections above ``score_thresh``."""
     from detkd.config import load_config
-    from detkd.engine.data import load_split
+    from detkd.data.from_config import load_split
     from detkd.experiments import figures as F
 
     cfg = load_config(os.path.join(config_dir, "teacher.yaml"))

@@ -93,10 +93,10 @@ def test_gradient_shares_sum_to_one_and_equal_separate_backward_passes(trained_t
     from detkd.data.dataset import collate
     from detkd.distill.build import build_distill_task
     from detkd.distill.teacher import run_teacher
-    from detkd.engine import data as D
+    from detkd.data.from_config import build_eval_dataset
 
     cfg = doctor_config(trained_tiny, synth_root)
-    dataset = D.build_eval_dataset(cfg.data, split=cfg.data.train_split)
+    dataset = build_eval_dataset(cfg.data, split=cfg.data.train_split)
     images, targets = collate([dataset[0], dataset[1]])
     torch.manual_seed(0)
     task = build_distill_task(cfg, len(dataset.classes) + 1)

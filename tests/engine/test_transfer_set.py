@@ -15,6 +15,7 @@ from PIL import Image
 from detkd.config import DataSection, SynthSection, UnlabeledSection
 from detkd.data.synth import SYNTH_CLASSES
 from detkd.data.dataset import DatasetIndex, DetectionDataset
+from detkd.data.from_config import build_train_dataset
 from detkd.data.records import ImageRecord
 from detkd.engine import data as D
 from detkd.engine.distributed import init_distributed
@@ -56,7 +57,7 @@ def test_the_order_depends_on_seed_and_epoch_only_and_resumes_mid_epoch() -> Non
 
 def test_a_loader_over_a_mixed_dataset_flags_the_transfer_images(synth_root: Path) -> None:
     data = DataSection(format="voc", root=str(synth_root / "voc"), classes=list(SYNTH_CLASSES), num_workers=0)
-    labelled = D.build_train_dataset(dataclasses.replace(data, train_split="first8"))
+    labelled = build_train_dataset(dataclasses.replace(data, train_split="first8"))
     transfer = D.load_unlabeled(dataclasses.replace(data, unlabeled=UnlabeledSection(split="train")), labelled)
     assert len(transfer.records) == 4  # the 12 training images but the 8 labelled ones
     assert all(len(r.boxes) == 0 for r in transfer.records)
@@ -72,11 +73,11 @@ def test_a_loader_over_a_mixed_dataset_flags_the_transfer_images(synth_root: Pat
 def test_synth_images_are_the_generators_next_training_images(tmp_path: Path) -> None:
     synth = SynthSection(images=10, seed=0, profile="easy", cache_dir=str(tmp_path))
     data = DataSection(format="synth", synth=synth, num_workers=0, unlabeled=UnlabeledSection(synth_images=5))
-    labelled = D.build_train_dataset(data)
+    labelled = build_train_dataset(data)
     transfer = D.load_unlabeled(data, labelled)
     stems = [r.image_id for r in transfer.records]
     assert stems == ["000011", "000012", "000013", "000014", "000016"]  # 1-based stems; 000015 is a test image
-    bigger = D.build_train_dataset(dataclasses.replace(data, synth=dataclasses.replace(synth, images=16)))
+    bigger = build_train_dataset(dataclasses.replace(data, synth=dataclasses.replace(synth, images=16)))
     same = {r.image_id: r.file_name for r in bigger.records}
     first = labelled.records[0]
     assert np.array_equal(np.asarray(Image.open(first.file_name)), np.asarray(Image.open(same[first.image_id])))
@@ -89,7 +90,7 @@ def test_a_folder_of_images_and_its_errors(tmp_path: Path, synth_root: Path) -> 
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(folder / "a.jpg")
     (folder / "notes.txt").write_text("not an image")
     data = DataSection(format="voc", root=str(synth_root / "voc"), classes=list(SYNTH_CLASSES), num_workers=0)
-    labelled = D.build_train_dataset(data)
+    labelled = build_train_dataset(data)
     index = D.load_unlabeled(dataclasses.replace(data, unlabeled=UnlabeledSection(folder=str(folder))), labelled)
     assert [(r.image_id, r.width, r.height) for r in index.records] == [("a", 30, 20), ("b", 30, 20)]
     for section, message in ((UnlabeledSection(folder=str(tmp_path / "none")), "no such folder"),
