@@ -16,6 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DETKD_SHARED_DATA", REPO.parent / "shared" / "data"))
 SYNTH_IMAGES = 15
 STUDENT_SMALL = REPO / "configs" / "synth" / "student_small.yaml"
+# the ``tiny`` preset's own widths: student_small.yaml widens them to the teacher's (to inherit its
+# heads); the tests' small models keep the preset's
+TINY_WIDTHS = ("model.fpn_channels=64", "model.roi.box_head_width=128")
 # The tiny preset overfitting 8 embedded images (tests/engine/test_learning.py checks AP50 >= 0.9
 # on them): AdamW with a short warmup and cosine decay, no augmentation, 160 iterations of batch 2.
 LEARN_EPOCHS = 40
@@ -55,7 +58,8 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
     preset) on that data, CPU, no loader workers, writing to ``tmp_path / "run"``."""
 
     def make(root: Path, *overrides: str, base: Path = STUDENT_SMALL) -> Config:
-        return load_config(base, [f"output_dir={tmp_path / 'run'}", *synth_overrides(root), *overrides])
+        widths = TINY_WIDTHS if base == STUDENT_SMALL else ()
+        return load_config(base, [f"output_dir={tmp_path / 'run'}", *widths, *synth_overrides(root), *overrides])
 
     return make
 
@@ -77,7 +81,7 @@ def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from detkd.engine.trainer import train
 
     folder = tmp_path_factory.mktemp("trained_tiny")
-    cfg = load_config(STUDENT_SMALL, [f"output_dir={folder / 'run'}", *synth_overrides(synth_root), *LEARN])
+    cfg = load_config(STUDENT_SMALL, [f"output_dir={folder / 'run'}", *TINY_WIDTHS, *synth_overrides(synth_root), *LEARN])
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -29,7 +29,7 @@ STUDENT_SIZE = {"small": ["model.min_size=128", "model.max_size=192"], "lowres":
 PAPER = ["distill.rcn_cls.mode=interpolate", "distill.rpn_cls.mode=interpolate", "distill.rcn_cls.weight=1.0",
          "distill.rpn_cls.weight=1.0", "distill.rcn_cls.bg_weight=1.5", "distill.rpn_cls.bg_weight=1.5",
          "distill.hint.enabled=true", "distill.hint.loss=hint_l2", "distill.hint.gamma=0.5",
-         "distill.hint.level_weighting=equal", "student.init=none"]
+         "distill.hint.level_weighting=equal", "distill.hint.adaptation=true", "student.init=none"]
 
 
 def distill_config(kind: str, teacher_files: tuple[Path, Path], *overrides: str) -> DistillConfig:

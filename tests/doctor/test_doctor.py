@@ -19,6 +19,7 @@ from detkd.models import build_model
 
 REPO = Path(__file__).resolve().parents[2]
 LOWRES = ["model.min_size=64", "model.max_size=80"]  # half the trained teacher's 128 px
+TINY_WIDTHS = ["model.fpn_channels=64", "model.roi.box_head_width=128"]  # the tiny preset's, as the teacher's
 
 
 @pytest.fixture(autouse=True)
@@ -27,13 +28,14 @@ def _one_thread(one_thread: None) -> None:
 
 
 def doctor_config(trained_tiny, synth_root: Path, *overrides: str, checkpoint: Path | None = None) -> DistillConfig:
-    """configs/synth/distill_small.yaml with its hints on: the trained tiny teacher (its 8
-    training images) and a tiny student at half its resolution."""
+    """configs/synth/distill_small.yaml with Chen's hints through adapters, from scratch: the
+    trained tiny teacher (its 8 training images) and a tiny student at half its resolution."""
     data = [f"data.root={synth_root}", "data.synth.images=15", "data.synth.profile=standard", "data.num_workers=0",
             "data.train_split=first8", "data.test_split=first8", "device=cpu", "train.batch_size=2"]
     return load_config(REPO / "configs" / "synth" / "distill_small.yaml",
                        [f"teacher.config={trained_tiny.config}", f"teacher.checkpoint={checkpoint or trained_tiny.checkpoint}",
-                        *data, *LOWRES, "distill.hint.enabled=true", *overrides], schema=DistillConfig)
+                        *data, *LOWRES, *TINY_WIDTHS, "student.init=none", "distill.hint.enabled=true",
+                        "distill.hint.loss=hint_l2", "distill.hint.adaptation=true", *overrides], schema=DistillConfig)
 
 
 @pytest.fixture(scope="module")
