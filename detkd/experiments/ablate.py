@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detkd.config import DistillConfig, is_distill_config, load_config
-from detkd.config_files import find_config
+from detkd.config.files import find_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, Cell, CellResult, cell_finished, run_cell
 from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
