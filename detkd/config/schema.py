@@ -3,7 +3,9 @@
 A field is made by :func:`opt` (its default, help and ``choices`` / ``pattern`` / ``bounds``) or
 :func:`section` (a nested dataclass); the loader (:mod:`detkd.config.load`), the saver and
 ``docs/CONFIG.md`` (``tools/config_reference.py``) follow the type hints and this metadata, so
-adding a key is adding a field here.
+adding a key is adding a field here. The choice lists (:data:`FORMATS`, :data:`BACKBONES`,
+:data:`CLS_LOSSES`, :data:`HINT_LOSSES`, ...) are copies of the registries of higher floors, which
+config cannot import; ``tests/config/test_choices_match_registries.py`` holds each equal to its registry.
 """
 
 from __future__ import annotations
