@@ -26,6 +26,7 @@ from detkd.distill.build import ROI_HEAD_ONLY
 from detkd.distill.losses import DISTILL_LOSSES
 from detkd.engine import data as engine_data
 from detkd.engine.schedule import build_optimizer, lr_factor
+from detkd.evaluation.build import FAMILIES
 from detkd.models.backbones import BACKBONES as BACKBONE_REGISTRY
 from detkd.models.backbones import norm_layer
 from detkd.models.feature_backbone import feature_backbones
@@ -56,6 +57,7 @@ def test_formats_are_the_dataset_readers_and_synth() -> None:
     assert set(FORMATS) == set(READERS.names()) | GENERATED
     assert set(cli_common.FORMATS) == set(READERS.names())  # `detkd data --format`: files on disk only
     assert tuple(engine_data.FORMATS) == FORMATS
+    assert set(FAMILIES) == set(READERS.names())  # the metric families of each format read from disk
 
 
 def test_backbones_are_the_registry_s_hand_built_ones() -> None:
