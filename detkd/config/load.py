@@ -75,7 +75,6 @@ def config_from_dict(data: Mapping[str, Any], source: str = "config", schema: ty
     return _build(schema, data, "", origins, schema)
 
 
-
 # --- overrides ---------------------------------------------------------------------------------
 
 
