@@ -19,7 +19,7 @@ import yaml
 
 from detkd.cli import main
 from detkd.config import load_any_config
-from detkd.config_files import configs_root, description, find_config, find_packaged, list_configs
+from detkd.config.files import configs_root, description, find_config, find_packaged, list_configs
 from detkd.errors import DetkdError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,6 +38,7 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from detkd.bench.flops import flop_counter
 from detkd.bench.measure import DEFAULT_INPUT, forward_context, make_images, synchronize, timed
+from detkd.utils.formatting import markdown_table, num, pct
 
 STAGES = ("transform", "backbone", "fpn", "rpn_head", "rpn_proposals", "roi_align", "box_head", "postprocess")
 Around = Callable[[str], AbstractContextManager[Any]]
@@ -156,19 +157,14 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-def _gflops(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def format_profile(profile: StageProfile) -> str:
     """One model's stage profile as a markdown table, with the sum and the full forward."""
-    lines = [f"stage profile of {profile.name} (median ms at batch 1)", "",
-             "| stage | ms | share | GFLOPs |", "|---|---:|---:|---:|"]
-    for s in profile.stages:
-        lines.append(f"| {s.stage} | {s.ms:.2f} | {100 * s.share:.1f}% | {_gflops(s.gflops)} |")
     counted = sum(s.gflops or 0.0 for s in profile.stages)
-    lines.append(f"| sum of stages | {profile.total_ms:.2f} | 100.0% | {counted:.3f} |")
-    lines.append(f"| full forward | {profile.forward_ms:.2f} | | |")
+    rows = [[s.stage, f"{s.ms:.2f}", pct(s.share, suffix="%"), num(s.gflops, ".3f")] for s in profile.stages]
+    rows.append(["sum of stages", f"{profile.total_ms:.2f}", "100.0%", f"{counted:.3f}"])
+    lines = [f"stage profile of {profile.name} (median ms at batch 1)", "",
+             *markdown_table(["stage", "ms", "share", "GFLOPs"], rows, right_from=1)]
+    lines.append(f"| full forward | {profile.forward_ms:.2f} | | |")  # its share and GFLOPs cells left blank
     return "\n".join(lines)
 
 
@@ -180,19 +176,18 @@ def format_profiles(profiles: Sequence[StageProfile]) -> str:
     ref, others = profiles[0], profiles[1:]
     header = ["stage"] + [f"{p.name} {col}" for p in profiles for col in ("ms", "share", "GFLOPs")]
     header += [f"{ref.name} / {p.name}" for p in others]
-    lines = [f"stage profiles (median ms at batch 1; ratio: {ref.name}'s ms over each other's)", "",
-             "| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    rows = []
     for i, stage in enumerate(STAGES):
         cells = [stage]
         for p in profiles:
             s = p.stages[i]
-            cells += [f"{s.ms:.2f}", f"{100 * s.share:.1f}%", _gflops(s.gflops)]
-        cells += [_ratio(ref.stages[i].ms, p.stages[i].ms) for p in others]
-        lines.append("| " + " | ".join(cells) + " |")
+            cells += [f"{s.ms:.2f}", pct(s.share, suffix="%"), num(s.gflops, ".3f")]
+        rows.append(cells + [_ratio(ref.stages[i].ms, p.stages[i].ms) for p in others])
     for label, value in (("sum of stages", lambda p: p.total_ms), ("full forward", lambda p: p.forward_ms)):
         cells = [label] + [c for p in profiles for c in (f"{value(p):.2f}", "", "")]
-        cells += [_ratio(value(ref), value(p)) for p in others]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells + [_ratio(value(ref), value(p)) for p in others])
+    lines = [f"stage profiles (median ms at batch 1; ratio: {ref.name}'s ms over each other's)", "",
+             *markdown_table(header, rows, right_from=1)]
     return "\n".join(lines)
 
 

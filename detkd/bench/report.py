@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detkd.errors import DetkdError
+from detkd.utils.formatting import markdown_table, num
 
 HELD = "held counts"  # untrained weights (or --hold): proposals and detections held at their maxima
 CHECKPOINT = "checkpoint"  # trained weights, the model's own counts
@@ -92,7 +93,7 @@ def _fixed(key: str, scale: float = 1.0, digits: int | None = None) -> Callable[
     digits = DECIMALS[key] if digits is None else digits
 
     def cell(d: dict[str, Any]) -> str:
-        return "-" if d[key] is None else f"{scale * d[key]:.{digits}f}"
+        return num(d[key], f".{digits}f", scale=scale)
 
     return cell
 
@@ -127,11 +128,8 @@ def format_table(rows: Sequence[BenchRow]) -> str:
     columns = [(h, c) for h, c in COLUMNS
                if (h not in ("AP50 (%)", "mAP (%)") or any(d[_ap_key(h)] is not None for d in dicts))
                and (h != "note" or any(d["noisy"] for d in dicts))]
-    header = [h for h, _ in columns]
-    align = ["---" if i < RIGHT_FROM else "---:" for i in range(len(columns))]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(cell(d) for _, cell in columns) + " |" for d in dicts]
-    return "\n".join(lines)
+    rows = [[cell(d) for _, cell in columns] for d in dicts]
+    return "\n".join(markdown_table([h for h, _ in columns], rows, right_from=RIGHT_FROM))
 
 
 def _ap_key(header: str) -> str:

@@ -50,7 +50,7 @@ from detkd.bench.measure import (
 from detkd.bench.profile import StageProfile, profile_model
 from detkd.bench.report import CHECKPOINT, HELD, UNTRAINED, BenchRow, read_accuracy
 from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_distill_config, load_config
-from detkd.config_files import find_config
+from detkd.config.files import find_config
 from detkd.data.from_config import declared_classes
 from detkd.errors import DetkdError
 

@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detkd.config_files import configs_root, list_configs
+    from detkd.config.files import configs_root, list_configs
 
     if args.path:
         print(configs_root())

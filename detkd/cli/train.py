@@ -87,7 +87,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def read_config(args: argparse.Namespace, schema: type | None = None):  # -> detkd.config.Config
     from detkd.config import Config, load_config
-    from detkd.config_files import find_config
+    from detkd.config.files import find_config
 
     args.config = find_config(args.config)  # not here: detkd's own config of that name
     if not os.path.isfile(args.config):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import DISTILL_SECTIONS, ClsTermSection, Config, DistillConfig, config_from_dict, load_any_config
-from detkd.config_files import find_packaged
+from detkd.config.files import find_packaged
 from detkd.data.from_config import data_classes as data_classes_of
 from detkd.data.from_config import resolve_source
 from detkd.distill.pairing import feature_layout, pair_levels, rpn_pairs

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from detkd.utils import formatting
+
 THRESHOLDS: dict[str, float] = {
     "teacher_pos_acc": 0.5,  # below: the teacher's argmax is wrong on most positive RoIs
     "teacher_ap50": 0.5,  # below: the teacher misses most objects of the student's training data
@@ -182,8 +184,10 @@ def hint_check(report: Report, settings: Mapping[str, Any]) -> tuple[list, list]
 
 
 def pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f} %"
+    """A share as the doctor writes it: ``43.2 %``; ``-`` for None."""
+    return formatting.pct(value, suffix=" %")
 
 
 def num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+    """A measurement as the doctor writes it: ``0.612``; ``-`` for None."""
+    return formatting.num(value, ".3f")

@@ -8,6 +8,7 @@ from typing import Any
 
 from detkd.doctor.advice import num, pct
 from detkd.doctor.balance import MODULES
+from detkd.utils.formatting import MISSING, markdown_table
 
 STATUS = {"ok": "ok  ", "info": "info", "warn": "WARN", "bad": "BAD "}
 
@@ -18,16 +19,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# detkd doctor: {report.get('config') or 'distillation config'}", "",
              f"{report['batches']} batches, {report['images']} training images (no augmentation)"
              + (f"; student from {report['student']}" if report.get("student") else "; student as configured"), "",
-             "## Teacher on the sampled images", "",
-             "| measure | value |", "|---|---:|",
-             f"| AP50 (VOC, all-point) | {pct(t['ap50'])} |",
-             f"| positive RoIs ({t['positive_rois']}): mean P(true class) | {num(t['pos_p_true'])} |",
-             f"| positive RoIs: argmax is the true class | {pct(t['pos_acc'])} |",
-             f"| positive RoIs: argmax is background | {pct(t['pos_argmax_bg'])} |",
-             f"| negative RoIs ({t['negative_rois']}): mean P(background) | {num(t['neg_p_bg'])} |",
-             f"| RPN objectness AUC, positive vs negative anchors | {num(t['rpn_separation'])} |",
-             f"| student's best P(true) on positives under this objective (w0 = 1) | "
-             f"{num(t['pos_optimum_p_true'])} ({num(t['pos_optimum_p_true_w1'])}) |", "",
+             "## Teacher on the sampled images", "", *teacher_table(t), "",
              "## Alignment", "", a["pairing"], "",
              f"- sampled student anchors with a teacher anchor: {pct(a['anchor_match_share'])}",
              f"- ground truth scored through the mapping vs in the teacher's own frame: gap {num(a['mapped_gt_score_gap'])}"
@@ -45,6 +37,20 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def teacher_table(t: Mapping[str, Any]) -> list[str]:
+    """How the teacher does on the sampled images, a measure a row."""
+    return markdown_table(["measure", "value"], [
+        ["AP50 (VOC, all-point)", pct(t["ap50"])],
+        [f"positive RoIs ({t['positive_rois']}): mean P(true class)", num(t["pos_p_true"])],
+        ["positive RoIs: argmax is the true class", pct(t["pos_acc"])],
+        ["positive RoIs: argmax is background", pct(t["pos_argmax_bg"])],
+        [f"negative RoIs ({t['negative_rois']}): mean P(background)", num(t["neg_p_bg"])],
+        ["RPN objectness AUC, positive vs negative anchors", num(t["rpn_separation"])],
+        ["student's best P(true) on positives under this objective (w0 = 1)",
+         f"{num(t['pos_optimum_p_true'])} ({num(t['pos_optimum_p_true_w1'])})"],
+    ], right_from=1)
+
+
 def gradient_line(report: Mapping[str, Any]) -> str:
     grad = report.get("gradient") or {}
     clip = grad.get("clip_grad_norm")
@@ -54,12 +60,11 @@ def gradient_line(report: Mapping[str, Any]) -> str:
 
 def terms_table(terms: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Raw and weighted values and each module's gradient share, a row a term."""
-    head = "| term | raw | weight | weighted | " + " | ".join(f"{m} share" for m in MODULES) + " |"
-    lines = [head, "|---|" + "---:|" * (3 + len(MODULES))]
-    for name, e in terms.items():
-        shares = " | ".join(pct(e["grad_share"].get(m)) if e["grad_share"].get(m) else "-" for m in MODULES)
-        lines.append(f"| {name} | {e['raw']:.4f} | {e['weight']:.3g} | {e['weighted']:.4f} | {shares} |")
-    return lines
+    header = ["term", "raw", "weight", "weighted", *[f"{m} share" for m in MODULES]]
+    rows = [[name, f"{e['raw']:.4f}", f"{e['weight']:.3g}", f"{e['weighted']:.4f}",
+             *[pct(e["grad_share"].get(m)) if e["grad_share"].get(m) else MISSING for m in MODULES]]
+            for name, e in terms.items()]
+    return markdown_table(header, rows, right_from=1)
 
 
 def report_text(report: Mapping[str, Any]) -> str:

@@ -17,6 +17,7 @@ from detkd.evaluation.coco import COCOEvaluator
 from detkd.evaluation.kitti import LEVELS, KITTIEvaluator
 from detkd.evaluation.voc import VOCEvaluator
 from detkd.registry import Registry
+from detkd.utils.formatting import padded_table, pct
 
 EvaluatorBuilder = Callable[[DatasetIndex], DatasetEvaluator]
 EVALUATORS: Registry[EvaluatorBuilder] = Registry("metric family")
@@ -87,29 +88,17 @@ def evaluate_predictions(index: DatasetIndex, predictions: Sequence[dict[str, An
     return results
 
 
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.2f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                           for i, (c, w) in enumerate(zip(cells, widths))) + " |"
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return [line(header), sep, *[line(r) for r in rows]]
-
-
 def _summary_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     rows = []
     if "coco" in results:
-        rows += [[f"COCO {k}", _pct(results["coco"].get(k))] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
+        rows += [[f"COCO {k}", pct(results["coco"].get(k), 2)] for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")]
     for fam, title in (("voc07", "VOC07 mAP@0.5 (11-point)"), ("voc", "VOC mAP@0.5 (all-point)")):
         if fam in results:
-            rows.append([title, _pct(results[fam].get("mAP"))])
+            rows.append([title, pct(results[fam].get("mAP"), 2)])
     if "kitti" in results:
         for level in LEVELS:
             vals = [v[level] for v in results["kitti"].values() if v.get(level) is not None]
-            rows.append([f"KITTI mAP {level}", _pct(sum(vals) / len(vals) if vals else None)])
+            rows.append([f"KITTI mAP {level}", pct(sum(vals) / len(vals) if vals else None, 2)])
     return rows
 
 
@@ -123,20 +112,20 @@ def _class_rows(results: dict[str, dict[str, Any]], classes: Sequence[str]) -> t
     for name in classes:
         row = [name]
         if "coco" in results:
-            row += [_pct(results["coco"].get("per_class", {}).get(name)),
-                    _pct(results["coco"].get("per_class_ap50", {}).get(name))]
-        row += [_pct(results[f]["per_class"].get(name)) for f in ("voc07", "voc") if f in results]
+            row += [pct(results["coco"].get("per_class", {}).get(name), 2),
+                    pct(results["coco"].get("per_class_ap50", {}).get(name), 2)]
+        row += [pct(results[f]["per_class"].get(name), 2) for f in ("voc07", "voc") if f in results]
         if "kitti" in results:
-            row += [_pct(results["kitti"].get(name, {}).get(lv)) for lv in LEVELS]
+            row += [pct(results["kitti"].get(name, {}).get(lv), 2) for lv in LEVELS]
         rows.append(row)
     return header, rows
 
 
 def format_metrics_table(results: dict[str, dict[str, Any]], classes: Sequence[str]) -> str:
-    """A markdown table of the summary metrics, then one of the per-class APs (in percent;
-    "-" where undefined)."""
-    lines = _table(["metric", "value (%)"], _summary_rows(results))
+    """A markdown table of the summary metrics, then one of the per-class APs (in percent, two
+    decimals; "-" where undefined), columns padded to be read as plain text."""
+    lines = padded_table(["metric", "value (%)"], _summary_rows(results))
     header, rows = _class_rows(results, classes)
     if len(header) > 1:
-        lines += ["", *_table(header, rows)]
+        lines += ["", *padded_table(header, rows)]
     return "\n".join(lines)

@@ -38,10 +38,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from detkd.config import DistillConfig, is_distill_config, load_config
-from detkd.config_files import find_config
+from detkd.config.files import find_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, Cell, CellResult, cell_finished, run_cell
 from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
+from detkd.utils import formatting
+from detkd.utils.formatting import pct
 from detkd.utils.io import atomic_write
 
 log = logging.getLogger("detkd")
@@ -537,17 +539,6 @@ def row_note(row: Mapping[str, Any]) -> str | None:
     return None if row["available"] else f"n/a ({row['reason']})"
 
 
-def pct(mean: float | None, std: float | None = None) -> str:
-    """``0.6523, 0.012`` -> ``65.2 ± 1.2``; ``-`` for a missing value."""
-    if mean is None:
-        return "-"
-    return f"{100 * mean:.1f}" if std is None else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def signed(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:+.1f}"
-
-
 def seeds_cell(done: int | None, summary: Mapping[str, Any]) -> str:
     return "" if done is None else f"{done}/{summary['seeds']}"
 
@@ -556,28 +547,30 @@ def paired_cell(r: Record, prefix: str = "") -> str:
     """``+2.3 [+0.8, +3.8]``: the paired gain in AP50 points and its 95 % interval."""
     if r["row"] in ("teacher", "baseline") or r[prefix + "paired_gain"] is None:
         return ""
-    interval = "" if r[prefix + "ci95_low"] is None else f" [{signed(r[prefix + 'ci95_low'])}, {signed(r[prefix + 'ci95_high'])}]"
-    return signed(r[prefix + "paired_gain"]) + interval
+    low, high = r[prefix + "ci95_low"], r[prefix + "ci95_high"]
+    interval = "" if low is None else f" [{pct(low, signed=True)}, {pct(high, signed=True)}]"
+    return pct(r[prefix + "paired_gain"], signed=True) + interval
 
 
 Column = tuple[str, Callable[[Record, Mapping[str, Any]], str]]
 TABLE4_COLUMNS: tuple[Column, ...] = (
     ("row", lambda r, s: r["row"]),
     ("description", lambda r, s: r["description"]),
-    ("AP50 (%)", lambda r, s: r["note"] or pct(r["ap50_mean"], r["ap50_std"])),
-    ("mAP (%)", lambda r, s: "-" if r["note"] else pct(r["map_mean"], r["map_std"])),
-    ("AP50 gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_ap50"])),
+    ("AP50 (%)", lambda r, s: r["note"] or pct(r["ap50_mean"], std=r["ap50_std"])),
+    ("mAP (%)", lambda r, s: "-" if r["note"] else pct(r["map_mean"], std=r["map_std"])),
+    ("AP50 gain", lambda r, s: "" if r["row"] == "teacher" else pct(r["gain_ap50"], signed=True)),
     ("paired AP50 gain [95% CI]", lambda r, s: paired_cell(r)),
-    ("paired mAP gain", lambda r, s: "" if r["row"] in ("teacher", "baseline") else signed(r["paired_gain_map"])),
+    ("paired mAP gain",
+     lambda r, s: "" if r["row"] in ("teacher", "baseline") else pct(r["paired_gain_map"], signed=True)),
     ("gap closed (%)", lambda r, s: "" if r["row"] == "teacher" else pct(r["gap_closed"])),
     ("seeds", lambda r, s: seeds_cell(r["seeds_done"], s)),
 )
 TABLE5_COLUMNS: tuple[Column, ...] = (
     ("row", lambda r, s: r["row"]),
-    ("train AP50 (%)", lambda r, s: r["note"] or pct(r["train_ap50_mean"], r["train_ap50_std"])),
-    ("test AP50 (%)", lambda r, s: "-" if r["note"] else pct(r["test_ap50_mean"], r["test_ap50_std"])),
-    ("train gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_train_ap50"])),
-    ("test gain", lambda r, s: "" if r["row"] == "teacher" else signed(r["gain_test_ap50"])),
+    ("train AP50 (%)", lambda r, s: r["note"] or pct(r["train_ap50_mean"], std=r["train_ap50_std"])),
+    ("test AP50 (%)", lambda r, s: "-" if r["note"] else pct(r["test_ap50_mean"], std=r["test_ap50_std"])),
+    ("train gain", lambda r, s: "" if r["row"] == "teacher" else pct(r["gain_train_ap50"], signed=True)),
+    ("test gain", lambda r, s: "" if r["row"] == "teacher" else pct(r["gain_test_ap50"], signed=True)),
     ("paired train gain [95% CI]", lambda r, s: paired_cell(r, "train_")),
     ("paired test gain [95% CI]", lambda r, s: paired_cell(r)),
     ("seeds", lambda r, s: seeds_cell(r["seeds_done"], s)),
@@ -585,9 +578,9 @@ TABLE5_COLUMNS: tuple[Column, ...] = (
 
 
 def markdown_table(records: Sequence[Record], columns: Sequence[Column], summary: Mapping[str, Any]) -> str:
-    lines = ["| " + " | ".join(c[0] for c in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fn(r, summary) for _, fn in columns) + " |" for r in records]
-    return "\n".join(lines)
+    """The records as a markdown table, a column a ``(header, cell)`` of ``columns``."""
+    rows = [[fn(r, summary) for _, fn in columns] for r in records]
+    return "\n".join(formatting.markdown_table([c[0] for c in columns], rows))
 
 
 def table4_markdown(summary: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from detkd.config_files import find_config
+from detkd.config.files import find_config
 from detkd.errors import DetkdError
 from detkd.experiments.runner import Cell, CellResult, run_cell
 from detkd.experiments.stats import format_seconds

@@ -25,6 +25,7 @@ import yaml
 
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, CellResult
 from detkd.experiments.stats import gain, gap_closed
+from detkd.utils.formatting import markdown_table, num, pct
 from detkd.utils.io import atomic_write
 
 DETECTION_IMAGES, DETECTION_SCORE = 3, 0.3  # the detections figure
@@ -149,41 +150,33 @@ def draw_detection_grid(out_dir: str, config_dir: str, results: Mapping[str, Cel
                              score_thresh=score_thresh, ground_truth=truth, max_side=320)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _num(value: float | None, fmt: str) -> str:
-    return "-" if value is None else format(value, fmt)
-
-
 def summary_table(summary: Mapping[str, Any], models: Sequence[str], baselines: Mapping[str, str]) -> str:
     """The markdown table the demo ends with: accuracy, speed (with its spread over rounds) and
     what distillation won, then a line per distilled student."""
-    lines = ["| model | AP50 | mAP | latency ms (IQR) | speed-up (IQR) | GFLOPs | params (M) | AP50 gain | gap closed |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m in models:
-        e = summary.get(m)
-        if e is None:
-            continue
-        gain_text = "-" if e.get("gain_ap50") is None else f"{100 * e['gain_ap50']:+.1f}"
-        params = None if e.get("params") is None else e["params"] / 1e6
-        noisy = " (noisy: machine busy?)" if e.get("noisy") else ""
-        lines.append(f"| {m} | {_pct(e['ap50'])} | {_pct(e['map'])} | {_num(e.get('latency_ms'), '.1f')} "
-                     f"({_num(e.get('latency_ms_iqr'), '.1f')}){noisy} | {_num(e.get('speedup'), '.2f')}x "
-                     f"({_num(e.get('speedup_iqr'), '.2f')}) | {_num(e.get('gflops'), '.2f')} | {_num(params, '.2f')} | "
-                     f"{gain_text} | {_pct(e.get('gap_closed'))}{'%' if e.get('gap_closed') is not None else ''} |")
+    header = ["model", "AP50", "mAP", "latency ms (IQR)", "speed-up (IQR)", "GFLOPs", "params (M)", "AP50 gain",
+              "gap closed"]
+    lines = markdown_table(header, [summary_row(m, summary[m]) for m in models if summary.get(m) is not None],
+                           right_from=1)
     lines += ["", *[distillation_line(summary, m, baselines[m]) for m in models if m in baselines and m in summary]]
     return "\n".join(lines).rstrip()
+
+
+def summary_row(model: str, e: Mapping[str, Any]) -> list[str]:
+    """One model's cells of :func:`summary_table`."""
+    params = None if e.get("params") is None else e["params"] / 1e6
+    noisy = " (noisy: machine busy?)" if e.get("noisy") else ""
+    latency = f"{num(e.get('latency_ms'), '.1f')} ({num(e.get('latency_ms_iqr'), '.1f')}){noisy}"
+    speedup = f"{num(e.get('speedup'), '.2f')}x ({num(e.get('speedup_iqr'), '.2f')})"
+    return [model, pct(e["ap50"]), pct(e["map"]), latency, speedup, num(e.get("gflops"), ".2f"), num(params, ".2f"),
+            pct(e.get("gain_ap50"), signed=True), pct(e.get("gap_closed"), suffix="%")]
 
 
 def distillation_line(summary: Mapping[str, Any], model: str, baseline: str) -> str:
     """``student_small_kd: distillation +4.1 AP50 (12.0 -> 16.1), 15 % of the gap, 2.9x faster than the teacher``."""
     e, b = summary[model], summary.get(baseline, {})
-    gain_text = "-" if e.get("gain_ap50") is None else f"{100 * e['gain_ap50']:+.1f}"
-    gap = "-" if e.get("gap_closed") is None else f"{100 * e['gap_closed']:.0f} %"
-    return (f"- {model}: distillation {gain_text} AP50 ({_pct(b.get('ap50'))} -> {_pct(e.get('ap50'))}), {gap} of "
-            f"the gap to the teacher, {_num(e.get('speedup'), '.1f')}x faster than the teacher")
+    gain_text, gap = pct(e.get("gain_ap50"), signed=True), pct(e.get("gap_closed"), 0, suffix=" %")
+    return (f"- {model}: distillation {gain_text} AP50 ({pct(b.get('ap50'))} -> {pct(e.get('ap50'))}), {gap} of "
+            f"the gap to the teacher, {num(e.get('speedup'), '.1f')}x faster than the teacher")
 
 
 def per_class_table(results: Mapping[str, CellResult]) -> str:
@@ -191,9 +184,8 @@ def per_class_table(results: Mapping[str, CellResult]) -> str:
     table = per_class_ap50(results)
     models = list(table)
     classes = list(next(iter(table.values()), {}))
-    lines = ["| class | " + " | ".join(models) + " |", "|---|" + "---:|" * len(models)]
-    lines += [f"| {c} | " + " | ".join(_pct(table[m].get(c)) for m in models) + " |" for c in classes]
-    return "\n".join(lines)
+    rows = [[c, *[pct(table[m].get(c)) for m in models]] for c in classes]
+    return "\n".join(markdown_table(["class", *models], rows, right_from=1))
 
 
 def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -208,8 +200,8 @@ def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
     for model, report in doctor.items():
         t = report["teacher"]
         lines += [f"### {model}", "",
-                  f"Teacher on {report['images']} training images: AP50 {_pct(t['ap50'])}, positive RoIs right "
-                  f"{_pct(t['pos_acc'])} (P(true) {_num(t['pos_p_true'], '.2f')}), RPN AUC {_num(t['rpn_separation'], '.3f')}; "
+                  f"Teacher on {report['images']} training images: AP50 {pct(t['ap50'])}, positive RoIs right "
+                  f"{pct(t['pos_acc'])} (P(true) {num(t['pos_p_true'], '.2f')}), RPN AUC {num(t['rpn_separation'], '.3f')}; "
                   f"{report['alignment']['pairing']}.", "", *terms_table(report["terms"]), "",
                   *[f"- {v['status']}: {v['message']}" for v in report["verdicts"] if v["status"] in ("warn", "bad")], ""]
     return lines
@@ -286,11 +278,10 @@ def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult
         *doctor_section(doctor),
         "## Models",
         "",
-        "| model | config | input | starts from | train time |",
-        "|---|---|---|---|---:|",
-        *[f"| {m} | `{results[m].run_dir}` ({r.get('config', '')}) | {r.get('input_hw', '-')} | "
-          f"{starts_from(results[m].run_dir)} | {results[m].train_seconds:.0f} s |"
-          for m, r in bench.items() if m in results],
+        *markdown_table(["model", "config", "input", "starts from", "train time"],
+                        [[m, f"`{results[m].run_dir}` ({r.get('config', '')})", r.get("input_hw", "-"),
+                          starts_from(results[m].run_dir), f"{results[m].train_seconds:.0f} s"]
+                         for m, r in bench.items() if m in results], right_from=4),
         "",
         "## AP50 per class (test)",
         "",

@@ -13,7 +13,7 @@ import torch
 import torchvision
 
 from detkd.config import DistillConfig, ModelSection, is_distill_config, load_config
-from detkd.config_files import find_packaged
+from detkd.config.files import find_packaged
 from detkd.data.synth import SYNTH_CLASSES
 from detkd.data.voc import VOC_CLASSES
 from detkd.distill.build import build_distill_task

@@ -20,7 +20,7 @@ import importlib.resources
 import os
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # detkd/
 CONFIGS_PREFIX = "configs/"
 PACKAGE_PREFIX = "detkd/"
 

@@ -16,7 +16,7 @@ from detkd.config import (
 from detkd.errors import DetkdError
 from detkd.models.presets import resolve_model_config
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(REPO.glob("configs/**/*.yaml"))
 
 
