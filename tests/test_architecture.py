@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "detkd"
 # lowest first: a module may import its own floor and the floors below
 FLOORS: list[set[str]] = [
     {"errors", "utils", "registry"},
-    {"config", "config_files", "checkpoints"},
+    {"config"},
     {"models", "data"},
     {"evaluation"},
     {"engine"},

@@ -178,7 +178,7 @@ def test_a_three_level_mobilenet_student_learns_from_a_five_level_teacher(teache
     # a cell: hints pair it with the teacher's stride-32 and pool levels through adapters; its
     # anchors match none of the teacher's, so the RPN terms are switched off (with a warning)
     overrides = ["model.preset=null", "model.backbone=mobilenet_v3_large", "model.norm=gn",
-                 "model.trainable_layers=6", "model.rpn.anchor_layout=all_levels"]
+                 "model.trainable_layers=6", "model.rpn.anchor_layout=all_levels", "model.fpn_channels=256"]
     task = build_distill_task(distill_config("small", teacher_files, *overrides), NUM_CLASSES)
     assert task.pairing.pairs == (("0", "3"), ("1", "3"), ("pool", "pool"))
     assert {s: a.in_channels for s, a in task.module.adapters.items()} == {"0": 256, "1": 256, "pool": 256}
