@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN
 
 from detkd.config import ClsTermSection, DistillSection, HintSection, RegTermSection
+from detkd.distill.balance import gradient_norms, gradient_shares, module_groups
 from detkd.distill.feature_losses import RelationBlocks, box_weights, generation_block
 from detkd.distill.losses import DISTILL_LOSSES, bounded_l2, dkd_loss, objectness_soft_ce, teacher_l2, weighted_soft_ce
 from detkd.distill.masks import object_masks
@@ -155,8 +156,6 @@ class DistillTask:
     def diagnose(self, losses: dict[str, Tensor]) -> dict:
         """Each term's share of the gradient norm per student module (``detkd doctor``'s balance),
         as a ``metrics.jsonl`` record; the graph is kept for the step's own backward."""
-        from detkd.doctor.balance import gradient_norms, gradient_shares, module_groups
-
         shares = gradient_shares(gradient_norms(losses, self.loss_weights, module_groups(self.module.student)))
         return {"type": "grad_share", "shares": {t: {m: None if v is None else round(v, 5) for m, v in by.items()}
                                                  for t, by in shares.items()}}

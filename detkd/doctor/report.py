@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from detkd.distill.balance import MODULES
 from detkd.doctor.advice import num, pct
-from detkd.doctor.balance import MODULES
 from detkd.utils.formatting import MISSING, markdown_table
 
 STATUS = {"ok": "ok  ", "info": "info", "warn": "WARN", "bad": "BAD "}

@@ -27,9 +27,9 @@ from torch.utils.data import DataLoader, Subset
 from detkd.config import DistillConfig, config_to_dict
 from detkd.data.dataset import collate
 from detkd.data.from_config import build_eval_dataset
+from detkd.distill.balance import gradient_norms, gradient_shares, mean_norms, module_groups, total_gradient_norm
 from detkd.doctor import probes
 from detkd.doctor.advice import diagnose
-from detkd.doctor.balance import gradient_norms, gradient_shares, mean_norms, module_groups, total_gradient_norm
 from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.inference import predict
 from detkd.errors import DetkdError

@@ -30,15 +30,16 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from detkd.config import ModelSection
 from detkd.errors import DetkdError
-from detkd.models.backbones import BACKBONES, BackboneInfo
+from detkd.models.backbone_parts import BackboneInfo
+from detkd.models.backbones import BACKBONES
 from detkd.models.presets import resolve_model_config
 from detkd.models.weights import (
     backbone_weights,
     detector_weights,
     load_cached_weights,
     load_checkpoint_weights,
-    load_matching_weights,
     load_detector_weights,
+    load_matching_weights,
 )
 
 log = logging.getLogger("detkd")

@@ -32,6 +32,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkd.config import FEATURE_FAMILIES, ModelSection
 from detkd.errors import DetkdError
+from detkd.models.backbone_parts import BackboneInfo, check_returned, check_trainable, fpn_norm_layer, group_norm
 from detkd.models.weights import StateDict, load_state_checked
 
 STAGE_STRIDES = (4, 8, 16, 32)
@@ -90,8 +91,6 @@ def find_stages(classifier: nn.Module) -> tuple[list[str], list[int]]:
 
 def replace_batchnorm(module: nn.Module, norm: str) -> None:
     """Every BatchNorm2d as FrozenBatchNorm2d (its statistics and affine kept) or GroupNorm."""
-    from detkd.models.backbones import group_norm
-
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
             if norm == "frozen_bn":
@@ -134,10 +133,8 @@ def freeze_stages(classifier: nn.Module, stages: list[str], trainable: int) -> N
                 p.requires_grad_(False)
 
 
-def build_feature_fpn(cfg: ModelSection, state: StateDict | None = None, source: str = ""):
+def build_feature_fpn(cfg: ModelSection, state: StateDict | None = None, source: str = "") -> BackboneInfo:
     """The backbone with FPN of a torchvision classifier (see the module docstring)."""
-    from detkd.models.backbones import BackboneInfo, check_returned, check_trainable, fpn_norm_layer
-
     classifier = torchvision.models.get_model(cfg.backbone, weights=None)
     if state is not None:
         load_state_checked(classifier, state, source, what="backbone")

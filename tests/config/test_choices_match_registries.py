@@ -27,7 +27,7 @@ from detkd.distill.losses import DISTILL_LOSSES
 from detkd.engine.schedule import build_optimizer, lr_factor
 from detkd.evaluation.build import FAMILIES
 from detkd.models.backbones import BACKBONES as BACKBONE_REGISTRY
-from detkd.models.backbones import norm_layer
+from detkd.models.backbone_parts import norm_layer
 from detkd.models.feature_backbone import feature_backbones
 
 GENERATED = {"synth"}  # a format generated into a VOC folder, read by the voc reader

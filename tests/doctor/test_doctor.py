@@ -13,7 +13,7 @@ import torch
 from detkd.cli import main
 from detkd.config import DistillConfig, config_to_dict, load_config
 from detkd.distill import build as distill_build
-from detkd.doctor.balance import MODULES, gradient_norms, gradient_shares, module_groups
+from detkd.distill.balance import MODULES, gradient_norms, gradient_shares, module_groups
 from detkd.doctor.run import run_doctor
 from detkd.models import build_model
 

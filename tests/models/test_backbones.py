@@ -9,7 +9,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detkd.config import ModelSection
 from detkd.errors import DetkdError
-from detkd.models.backbones import BACKBONES, group_norm_groups
+from detkd.models.backbone_parts import group_norm_groups
+from detkd.models.backbones import BACKBONES
 
 # backbone -> (default levels, default strides)
 EXPECTED = {
