@@ -43,11 +43,17 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def detkd_imports(tree: ast.AST, name: str, top_only: bool = False) -> set[str]:
-    """The detkd modules a module imports (relative imports resolved)."""
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node but those under ``if TYPE_CHECKING:`` (imports for annotations only)."""
+    skipped = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+               for stmt in block.body for n in ast.walk(stmt)}
+    return [n for n in ast.walk(tree) if id(n) not in skipped]
+
+
+def detkd_imports(tree: ast.AST, name: str) -> set[str]:
+    """The detkd modules a module imports at run time (relative imports resolved)."""
     found: set[str] = set()
-    nodes = tree.body if top_only else ast.walk(tree)
-    for node in nodes:
+    for node in runtime_nodes(tree):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("detkd")}
         elif isinstance(node, ast.ImportFrom):

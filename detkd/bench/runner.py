@@ -100,7 +100,7 @@ class BenchReport:
 
 def sized(model_cfg: ModelSection, size: int | None) -> ModelSection:
     """The preset-resolved model section, pretrained sources cleared, at ``min_size = size``."""
-    from detkd.models.presets import resolve_model_config
+    from detkd.config.presets import resolve_model_config
 
     cfg = resolve_model_config(model_cfg)
     for key in PRETRAINED_KEYS:

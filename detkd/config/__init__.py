@@ -32,7 +32,15 @@ from __future__ import annotations
 
 from detkd.config.fields import all_keys, type_name
 from detkd.config.layers import BASE_KEY, DuplicateKeyError, UniqueKeyLoader
-from detkd.config.load import COMMAND_LINE, config_from_dict, is_distill_config, load_any_config, load_config
+from detkd.config.load import (
+    COMMAND_LINE,
+    config_from_dict,
+    is_distill_config,
+    load_any_config,
+    load_config,
+    model_section_from_dict,
+)
+from detkd.config.presets import PRESETS, resolve_model_config
 from detkd.config.save import config_to_dict, config_to_yaml, dump_yaml, save_config
 from detkd.config.schema import (
     AT_LEAST_1, BACKBONES, CLS_LOSSES, CLS_MODES, DISTILL_SECTIONS, FEATURE_FAMILIES, FORMATS, HINT_LOSSES, HINT_MASKS,
@@ -43,6 +51,7 @@ from detkd.config.schema import (
 )
 
 __all__ = [
+    "PRESETS", "resolve_model_config", "model_section_from_dict",
     "AT_LEAST_1", "BACKBONES", "BASE_KEY", "CLS_LOSSES", "CLS_MODES", "COMMAND_LINE", "DISTILL_SECTIONS",
     "FEATURE_FAMILIES", "FORMATS", "HINT_LOSSES", "HINT_MASKS", "LEVEL_WEIGHTINGS", "NON_NEGATIVE", "NORMS",
     "OPTIMIZERS", "POSITIVE", "SCHEDULES", "STUDENT_INITS", "UNIT", "UNIT_OPEN_LOW",

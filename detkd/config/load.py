@@ -23,7 +23,7 @@ import yaml
 from detkd.config.fields import all_keys, describe, field_hints, field_meta, strip_optional, type_name
 from detkd.config.files import find_config
 from detkd.config.layers import load_layers, merge, origin_of, record
-from detkd.config.schema import DISTILL_SECTIONS, Config, DistillConfig
+from detkd.config.schema import DISTILL_SECTIONS, Config, DistillConfig, ModelSection
 from detkd.errors import DetkdError
 
 COMMAND_LINE = "command line"
@@ -243,3 +243,9 @@ def _type_error(key: str, where: str, tp: Any, value: Any) -> DetkdError:
 
 def _is_scalar(value: Any) -> bool:
     return isinstance(value, (int, float, bool))
+
+
+def model_section_from_dict(data: dict[str, Any], source: str) -> ModelSection:
+    """A :class:`ModelSection` from plain data (a checkpoint's or an export's ``model``), checked
+    as a config file is (unknown keys and wrong types are errors naming ``source``)."""
+    return config_from_dict({"model": data}, source).model

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from detkd.config.presets import PRESETS, resolve_model_config
+
 FORMATS = ("voc", "kitti", "coco", "synth")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "mobilenet_v3_large")  # built by hand (detkd.models.backbones)
 FEATURE_FAMILIES = ("regnet_", "efficientnet_", "convnext_", "resnext", "wide_resnet", "resnet152",
@@ -201,7 +203,7 @@ class RoISection:
 class ModelSection:
     """A torchvision Faster R-CNN. ``preset`` (tiny, small, ...) fills the fields it names."""
 
-    preset: str | None = opt(None, "a CPU preset (tiny, small; see detkd.models.presets): it sets each field "
+    preset: str | None = opt(None, "a CPU preset (tiny, small; see detkd.config.presets): it sets each field "
                              "it names that is still at its default here")
     torchvision: str | None = opt(None, "a torchvision Faster R-CNN builder by name, built exactly as torchvision "
                                   "builds it (fasterrcnn_resnet50_fpn, fasterrcnn_resnet50_fpn_v2, "
@@ -238,8 +240,6 @@ class ModelSection:
     def problems(self) -> list[tuple[tuple[str, ...], str]]:
         sizes = self
         if self.preset is not None:  # the preset's sizes where these are still at their defaults
-            from detkd.models.presets import PRESETS, resolve_model_config
-
             sizes = resolve_model_config(self) if self.preset in PRESETS else self  # unknown: refused when built
         if sizes.min_size > sizes.max_size:
             return [(("min_size", "max_size"), f"({sizes.min_size}) must be at most max_size ({sizes.max_size}): "

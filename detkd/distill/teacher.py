@@ -37,8 +37,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import concat_box_prediction_layers
 
 from detkd.config import ModelSection
+from detkd.config.presets import resolve_model_config
 from detkd.errors import DetkdError
-from detkd.models.presets import resolve_model_config
 
 # What makes two Faster R-CNNs the same architecture (resolution and proposal counts may differ).
 ARCHITECTURE_KEYS = ("torchvision", "backbone", "norm", "fpn_channels", "returned_layers")

@@ -43,17 +43,23 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from detkd.config import Config
+from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import build_eval_dataset, build_train_dataset, eval_classes
 from detkd.engine import data as D
 from detkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from detkd.engine.rundir import check_run_dir, remove_stale_temporaries, run_lock
-from detkd.engine.distributed import DistInfo, all_gather_objects, all_reduce_mean, cleanup_distributed, init_distributed
+from detkd.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    all_reduce_mean,
+    cleanup_distributed,
+    init_distributed,
+)
 from detkd.engine.inference import evaluate_model, metric_value
 from detkd.engine.logger import MetricLogger
+from detkd.engine.rundir import check_run_dir, remove_stale_temporaries, run_lock
 from detkd.engine.schedule import build_optimizer, build_scheduler
 from detkd.engine.task import TaskBuilder, TrainTask, build_detector_task, weighted_total
 from detkd.errors import DetkdError
-from detkd.models.presets import resolve_model_config
 
 log = logging.getLogger("detkd")
 

@@ -300,7 +300,7 @@ def teacher_cell(cfg: DistillConfig, out_dir: str, common: Sequence[str]) -> tup
 
 def hints_unavailable(cfg: DistillConfig, teacher_ovr: Sequence[str]) -> str | None:
     """Why hints without adaptation cannot run (the FPN channels differ), or None."""
-    from detkd.models.presets import resolve_model_config
+    from detkd.config.presets import resolve_model_config
 
     if cfg.distill.hint.loss == "attention":  # attention maps need no adaptation layer
         return None

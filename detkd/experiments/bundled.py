@@ -88,7 +88,7 @@ def fits(teacher: BundledTeacher, cfg: Any) -> str | None:
     """Why the bundled teacher is not the teacher that ``cfg`` (a teacher config) describes, or
     None when it is: the same resolved model, embedded data of the same profile and seed."""
     from detkd.config import config_from_dict, config_to_dict
-    from detkd.models.presets import resolve_model_config
+    from detkd.config.presets import resolve_model_config
 
     saved = config_from_dict(teacher.sidecar["config"], SIDECAR_FILE)
     if cfg.data.format != "synth":

@@ -7,7 +7,7 @@ a FasterRCNN that anyone builds with the same arguments. The steps:
 
 0. ``model.torchvision`` set: torchvision's own builder of that name (:mod:`detkd.models.zoo`);
    otherwise:
-1. apply the preset (:func:`~detkd.models.presets.resolve_model_config`);
+1. apply the preset (:func:`~detkd.config.presets.resolve_model_config`);
 2. the backbone with FPN from the registry (:data:`~detkd.models.backbones.BACKBONES`), with
    ``weights_backbone`` loaded into its classifier first;
 3. anchors (checked against the backbone's FPN levels), RPN, RoI pooling over every level but
@@ -32,7 +32,7 @@ from detkd.config import ModelSection
 from detkd.errors import DetkdError
 from detkd.models.backbone_parts import BackboneInfo
 from detkd.models.backbones import BACKBONES
-from detkd.models.presets import resolve_model_config
+from detkd.config.presets import resolve_model_config
 from detkd.models.weights import (
     backbone_weights,
     detector_weights,

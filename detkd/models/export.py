@@ -34,12 +34,11 @@ import torch
 import torchvision
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import ModelSection
+from detkd.config import ModelSection, model_section_from_dict, resolve_model_config
 from detkd.errors import DetkdError
 from detkd.models.detector import build_model
-from detkd.utils.io import atomic_write
-from detkd.models.presets import model_section_from_dict, resolve_model_config
 from detkd.models.weights import StateDict, detector_state_dict, load_state_checked
+from detkd.utils.io import atomic_write
 
 log = logging.getLogger("detkd")
 

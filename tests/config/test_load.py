@@ -14,7 +14,7 @@ from detkd.config import (
     Config, DataSection, DistillConfig, ModelSection, config_from_dict, config_to_dict, load_config, opt, save_config,
 )
 from detkd.errors import DetkdError
-from detkd.models.presets import resolve_model_config
+from detkd.config.presets import resolve_model_config
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG_FILES = sorted(REPO.glob("configs/**/*.yaml"))

@@ -11,16 +11,21 @@ whose every field is explicit (what an export records).
 
 Every preset trains from scratch: GroupNorm in the backbone and the FPN (batches are 2-8 images),
 every stage trainable, narrow FPN and box head, few proposals, small anchors for 320 px inputs.
-Their speed on 2 CPU cores is measured by ``bench/model_speed.py`` (see the README).
+Their speed on 2 CPU cores is measured by ``bench/model_speed.py`` (see docs/SPEED.md).
+
+This module imports no other part of the config package: the schema checks a model's sizes
+with its preset applied.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from detkd.config import ModelSection
 from detkd.errors import DetkdError
+
+if TYPE_CHECKING:  # for the annotations only: the schema imports this module
+    from detkd.config.schema import ModelSection
 
 PRESETS: dict[str, dict[str, Any]] = {
     # teacher-sized: ResNet-18 + GroupNorm, 5 FPN levels (strides 4..64) of 128 channels
@@ -93,11 +98,3 @@ def fill_defaults(section: Any, values: dict[str, Any], key: str) -> None:
             fill_defaults(getattr(section, name), value, f"{key}.{name}")
         elif getattr(section, name) == getattr(defaults, name):
             setattr(section, name, copy.deepcopy(value))
-
-
-def model_section_from_dict(data: dict[str, Any], source: str) -> ModelSection:
-    """A :class:`ModelSection` from plain data (a checkpoint's or an export's ``model``), checked
-    as a config file is (unknown keys and wrong types are errors naming ``source``)."""
-    from detkd.config import config_from_dict
-
-    return config_from_dict({"model": data}, source).model
