@@ -26,7 +26,8 @@ FLOORS: list[set[str]] = [
     {"cli", "__main__"},
 ]
 # modules outside detkd that a function may import late: optional, heavy or slow to import
-LATE_OK = {"onnx", "onnxruntime", "matplotlib", "pycocotools", "cv2", "albumentations", "scipy", "torch.utils.tensorboard"}
+LATE_OK = {"onnx", "onnxruntime", "matplotlib", "pycocotools", "cv2", "albumentations", "scipy", "tensorboard",
+           "torch.utils.tensorboard", "fcntl"}  # fcntl: POSIX only
 
 
 def floor_of(module: str) -> int:

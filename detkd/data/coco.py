@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from detkd.data.common import boxes_array, check_box, check_classes, checked_size, labels_array, parse_number, warn_report
+from detkd.data.common import (
+    boxes_array,
+    check_box,
+    check_classes,
+    checked_size,
+    labels_array,
+    parse_number,
+    warn_report,
+)
 from detkd.data.dataset import DatasetIndex
 from detkd.data.records import ImageRecord, LoadReport
 from detkd.errors import DataError, DetkdError

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from detkd.data.images import IMAGE_EXTENSIONS
+from detkd.data.images import IMAGE_EXTENSIONS, image_size
 from detkd.data.records import LoadReport
 from detkd.errors import DataError, DetkdError
 
@@ -47,8 +47,6 @@ def check_box(
 def checked_size(report: LoadReport, image: str, annotated: tuple[int, int] | None, where: str) -> tuple[int, int]:
     """The image's ``(width, height)`` from its file header; an annotated size that differs is
     recorded in ``report`` (the file's is used: boxes are clipped to the real image)."""
-    from detkd.data.images import image_size
-
     actual = image_size(image)
     if annotated is not None and tuple(annotated) != tuple(actual):
         report.size_mismatch.append(f"{where}: annotated {annotated[0]}x{annotated[1]}, file {actual[0]}x{actual[1]}")

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from detkd.data.dataset import DatasetIndex
+from detkd.data.images import check_file_end, read_rgb
+from detkd.errors import DataError
 
 
 def dataset_stats(index: DatasetIndex) -> dict[str, Any]:
@@ -46,10 +49,6 @@ def check_images(index: DatasetIndex, decode: bool = True) -> list[str]:
     each (with a progress bar). ``decode``: decoded whole (unreadable, truncated, or pixels of
     another size than its record); else only read at its ends for a cut-off file
     (:func:`~detkd.data.images.check_file_end`: a truncated or header-only JPEG or PNG)."""
-    from tqdm import tqdm
-
-    from detkd.data.images import check_file_end, read_rgb
-    from detkd.errors import DataError
 
     bad = []
     for record in tqdm(index.records, desc="decoding images" if decode else "checking image ends", disable=None,

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from detkd.config import Config
+from detkd.models import build_model
 
 DETECTION_LOSSES = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
 
@@ -66,8 +67,6 @@ class DetectorTask:
 
 def build_detector_task(cfg: Config, num_classes: int) -> DetectorTask:
     """The task of ``detkd train``: the detector of ``cfg.model``; ``num_classes`` = K + 1 (background)."""
-    from detkd.models import build_model
-
     return DetectorTask(build_model(cfg.model, num_classes))
 
 

@@ -42,7 +42,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from detkd.config import Config
+from detkd.config import Config, config_from_dict, save_config
 from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import build_eval_dataset, build_train_dataset, eval_classes
 from detkd.engine import data as D
@@ -60,6 +60,7 @@ from detkd.engine.rundir import check_run_dir, remove_stale_temporaries, run_loc
 from detkd.engine.schedule import build_optimizer, build_scheduler
 from detkd.engine.task import TaskBuilder, TrainTask, build_detector_task, weighted_total
 from detkd.errors import DetkdError
+from detkd.evaluation.build import check_metric
 
 log = logging.getLogger("detkd")
 
@@ -136,7 +137,6 @@ class Trainer:
         run keeps the records up to its checkpoint, a new one starts it empty)."""
         if not self.info.is_main:
             return
-        from detkd.config import save_config
 
         save_config(self.cfg, os.path.join(self.run_dir, "config.yaml"))
         self.logger = MetricLogger(self.run_dir, enabled=True)
@@ -421,8 +421,6 @@ class Window:
 
 def check_metric_family(cfg: Config) -> None:
     """``train.metric`` must name a scalar metric the dataset's format is scored with (before training)."""
-    from detkd.evaluation.build import check_metric
-
     check_metric(cfg.train.metric, "voc" if cfg.data.format == "synth" else cfg.data.format)
 
 
@@ -443,8 +441,6 @@ RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration"
 def saved_config(state: dict[str, Any], path: str, schema: type) -> dict[str, Any]:
     """A checkpoint's config with the defaults of keys it predates filled in (a key added to detkd
     after the run started is not a change)."""
-    from detkd.config import config_from_dict
-
     raw = state.get("config") or {}
     try:
         return dataclasses.asdict(config_from_dict(raw, path, schema=schema))

@@ -7,6 +7,7 @@ class IoU thresholds). Every family gets the same ground truth (a ``DatasetIndex
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,8 +38,6 @@ def check_metric(name: str, data_format: str) -> None:
     family, _, key = name.partition(".")
     valid = [f"{f}.{k}" for f in families_for(data_format) for k in METRIC_KEYS[f]]
     if name not in valid:
-        import difflib
-
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise DetkdError(f"train.metric: {name!r} is not a metric of {data_format} data{hint} (valid: {', '.join(valid)})")

@@ -39,7 +39,9 @@ from typing import Any
 
 from detkd.config import DistillConfig, is_distill_config, load_config
 from detkd.config.files import find_config
+from detkd.config.presets import resolve_model_config
 from detkd.errors import DetkdError
+from detkd.experiments.pool import run_cells
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, Cell, CellResult, cell_finished, run_cell
 from detkd.experiments.stats import format_seconds, gain, gap_closed, mean_ci, mean_std, paired_differences
 from detkd.utils import formatting
@@ -300,8 +302,6 @@ def teacher_cell(cfg: DistillConfig, out_dir: str, common: Sequence[str]) -> tup
 
 def hints_unavailable(cfg: DistillConfig, teacher_ovr: Sequence[str]) -> str | None:
     """Why hints without adaptation cannot run (the FPN channels differ), or None."""
-    from detkd.config.presets import resolve_model_config
-
     if cfg.distill.hint.loss == "attention":  # attention maps need no adaptation layer
         return None
     student = resolve_model_config(cfg.model).fpn_channels
@@ -368,8 +368,6 @@ def run_side_by_side(plan: AblationPlan, teacher: CellResult, jobs: int) -> dict
     """The cells of ``plan`` after the teacher: finished ones read back, the others ``jobs`` at a
     time (:func:`detkd.experiments.pool.run_cells`, in the plan's order), the outputs rewritten as
     each one ends; -> the content of ``ablation.json``."""
-    from detkd.experiments.pool import run_cells
-
     results: dict[tuple[str, int], CellResult] = {}
     todo = []
     for p in plan.cells:

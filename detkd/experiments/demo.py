@@ -30,8 +30,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from detkd.config import DistillConfig, load_config
 from detkd.config.files import find_config
+from detkd.doctor.run import run_doctor
 from detkd.errors import DetkdError
+from detkd.experiments.bundled import bundled_teacher, fits
+from detkd.experiments.pool import run_cells
+from detkd.experiments.report import bench_models, write_report
 from detkd.experiments.runner import Cell, CellResult, run_cell
 from detkd.experiments.stats import format_seconds
 
@@ -121,9 +126,6 @@ def choose_teacher(config_dir: str, out_dir: str, teacher: str | None = None,
                    train_teacher: bool = False) -> TeacherChoice:
     """The teacher of the demo (see the module docstring); a damaged bundled teacher is an error
     that names the file and how to rebuild it."""
-    from detkd.config import load_config
-    from detkd.experiments.bundled import bundled_teacher, fits
-
     own = os.path.join(out_dir, "runs", "teacher", "last.pt")
     if teacher and train_teacher:
         raise DetkdError("--teacher and --train-teacher: give one (a checkpoint to learn from, or train it here)")
@@ -174,8 +176,6 @@ def baseline_inits(paths: dict[str, str]) -> dict[str, str]:
     """``{baseline: init}`` for the baselines whose distilled version has ``student.init: teacher``
     or ``inherit``: they start from the teacher's weights (all, or those that fit) too, so that each
     pair differs by the distillation alone."""
-    from detkd.config import DistillConfig, load_config
-
     inits = {m.baseline: load_config(paths[m.name], schema=DistillConfig).student.init
              for m in MODELS if m.baseline is not None}
     return {name: init for name, init in inits.items() if init in ("teacher", "inherit")}
@@ -196,7 +196,6 @@ def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoic
             results[cell.name] = run_cell(cell, run_dir)
             clock.end()
         return results
-    from detkd.experiments.pool import run_cells
 
     share = {m.name: m.share for m in MODELS}
     longest_first = sorted(students, key=lambda pair: -share[pair[0].name])
@@ -211,8 +210,6 @@ def train_models(config_dir: str, out_dir: str, seed: int, teacher: TeacherChoic
 def run_demo(config_dir: str = DEFAULT_DATA, out_dir: str | None = None, seed: int = 0,
              teacher: str | None = None, train_teacher: bool = False, jobs: int = 1) -> dict:
     """The whole demo, the students trained ``jobs`` at a time; -> the content of ``summary.json``."""
-    from detkd.experiments.report import bench_models, write_report
-
     out_dir = out_dir or default_out_dir(config_dir, seed)
     choice = choose_teacher(config_dir, out_dir, teacher, train_teacher)
     log.info("%s", choice.note)
@@ -239,9 +236,6 @@ def baselines() -> dict[str, str]:
 def doctor_reports(config_dir: str, results: dict[str, CellResult], teacher: TeacherChoice) -> dict[str, dict]:
     """``detkd doctor`` of each distilled student at its last checkpoint (:data:`DOCTOR_BATCHES`
     batches): ``{model: report}``."""
-    from detkd.config import DistillConfig, load_config
-    from detkd.doctor.run import run_doctor
-
     paths, out = config_paths(config_dir), {}
     for model in MODELS:
         if model.baseline is None:

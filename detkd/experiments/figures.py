@@ -35,6 +35,7 @@ from matplotlib.ticker import FuncFormatter
 from detkd.data.dataset import DatasetIndex
 from detkd.data.images import read_rgb
 from detkd.errors import DataError, DetkdError
+from detkd.evaluation.results import load_results
 
 DPI = 120
 DETECTION_TERMS = ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg")
@@ -437,8 +438,6 @@ def predictions_for_images(results_json: str, index: DatasetIndex, image_ids: Se
     Raises:
         DetkdError: the file is bad (naming it and the entry) or an id is not in ``index``.
     """
-    from detkd.evaluation.results import load_results
-
     by_id = {pred["image_id"]: pred for pred in load_results(results_json, index)}
     missing = [i for i in image_ids if i not in by_id]
     if missing:

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
+import torch
+
 from detkd.errors import DetkdError
 from detkd.experiments.runner import Cell, CellResult, run_cell
 
@@ -43,8 +45,6 @@ def default_jobs(cells: int) -> int:
 
 def threads_per_job(jobs: int) -> int:
     """torch's threads shared out: ``max(1, threads // jobs)``."""
-    import torch
-
     return max(1, torch.get_num_threads() // max(1, jobs))
 
 
@@ -104,8 +104,6 @@ def last_line(run_dir: str, width: int = 72) -> str:
 def run_logged(cell: Cell, run_dir: str, threads: int) -> CellResult:
     """In a worker: :func:`run_cell` with ``threads`` torch threads, its log (and anything printed)
     appended to ``<run_dir>/log.txt``."""
-    import torch
-
     torch.set_num_threads(threads)
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, LOG_FILE), "a", encoding="utf-8") as out:

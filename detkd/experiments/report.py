@@ -21,8 +21,15 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
 import yaml
 
+from detkd.bench.report import row_dict
+from detkd.bench.runner import BenchOptions, BenchTarget, Entry, bench_entries
+from detkd.config import load_any_config, load_config
+from detkd.data.from_config import load_split
+from detkd.doctor.report import terms_table
+from detkd.experiments import figures as F
 from detkd.experiments.runner import AP50_METRIC, MAP_METRIC, CellResult
 from detkd.experiments.stats import gain, gap_closed
 from detkd.utils.formatting import markdown_table, num, pct
@@ -80,10 +87,6 @@ def bench_models(results: Mapping[str, CellResult], configs: Mapping[str, str], 
     """Latency, FLOPs and parameters of each trained model (its own proposal counts), all timed
     together in interleaved rounds, speed-ups against the first (the teacher):
     ``{name: bench row as a dict}``."""
-    from detkd.bench.report import row_dict
-    from detkd.bench.runner import BenchOptions, BenchTarget, Entry, bench_entries
-    from detkd.config import load_any_config
-
     options = BenchOptions(runs=runs, rounds=rounds, warmup=2, batch_runs=2)
     entries = [Entry(BenchTarget(name, configs[name], load_any_config(configs[name]).model, None, result.checkpoint),
                      None, 0) for name, result in results.items()]
@@ -109,8 +112,6 @@ def write_report(out_dir: str, config_dir: str, seed: int, results: Mapping[str,
 def draw_figures(out_dir: str, config_dir: str, results: Mapping[str, CellResult],
                  summary: Mapping[str, Any]) -> dict[str, str]:
     """The four PNGs of the report: ``{title: file name}``."""
-    from detkd.experiments import figures as F
-
     name = os.path.basename(os.path.normpath(config_dir))
     points = [F.ModelPoint(m, summary[m]["latency_ms"], summary[m]["ap50"], summary[m].get("speedup"))
               for m in results if summary[m].get("latency_ms")]
@@ -136,10 +137,6 @@ def per_class_ap50(results: Mapping[str, CellResult]) -> dict[str, dict[str, flo
 def draw_detection_grid(out_dir: str, config_dir: str, results: Mapping[str, CellResult],
                         count: int = DETECTION_IMAGES, score_thresh: float = DETECTION_SCORE) -> str:
     """The first ``count`` test images: ground truth, then each model's detections above ``score_thresh``."""
-    from detkd.config import load_config
-    from detkd.data.from_config import load_split
-    from detkd.experiments import figures as F
-
     cfg = load_config(os.path.join(config_dir, "teacher.yaml"))
     index = load_split(cfg.data, train=False, classes=results["teacher"].classes or None)
     ids = [r.image_id for r in index.records[:count]]
@@ -192,7 +189,6 @@ def doctor_section(doctor: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """``detkd doctor`` on each distilled student (its last checkpoint): teacher, terms, verdicts."""
     if not doctor:
         return []
-    from detkd.doctor.report import terms_table
 
     lines = ["## The doctor on the distilled students", "",
              "`detkd doctor` at each distilled student's last checkpoint: how well the teacher does on the "
@@ -248,8 +244,6 @@ def report_markdown(config_dir: str, seed: int, results: Mapping[str, CellResult
                     bench: Mapping[str, Mapping[str, Any]], figures: Mapping[str, str], models: Sequence[str],
                     baselines: Mapping[str, str], doctor: Mapping[str, Mapping[str, Any]]) -> str:
     """``report.md``: what ran, the tables, the figures, how to run it again."""
-    import torch
-
     teacher_bench = bench.get("teacher", {})
     source = {"bundled": "the bundled teacher (detkd/assets/demo_teacher.pt), not trained here",
               "trained": "trained here from teacher.yaml"}.get(summary["teacher_source"], f"`{summary['teacher_source']}`")

@@ -25,6 +25,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from detkd.config import Config, DistillConfig, UnlabeledSection, load_any_config
+from detkd.distill.build import build_distill_task, resolve_student_init
+from detkd.engine.inference import evaluate_checkpoint
+from detkd.engine.trainer import train
 from detkd.errors import DetkdError
 from detkd.utils.io import atomic_write
 
@@ -76,8 +79,6 @@ def cell_config(cell: Cell, run_dir: str) -> Config:
     overrides = [*cell.overrides, f"output_dir={run_dir}", "train.eval_every=0"]
     cfg = load_any_config(cell.config, overrides)
     if cell.plain and isinstance(cfg, DistillConfig):
-        from detkd.distill.build import resolve_student_init
-
         cfg = resolve_student_init(cfg)
         cfg = Config(**{f.name: getattr(cfg, f.name) for f in fields(Config)})
         # the baseline learns from labels only: a transfer set needs the teacher it does not have
@@ -134,12 +135,8 @@ def scoring_config(cfg: Config, data_from: str | None) -> Config:
 
 def train_cell(cfg: Config) -> float:
     """Train (distil, for a :class:`DistillConfig`) with ``--resume`` semantics; -> wall seconds."""
-    from detkd.engine.trainer import train
-
     start = time.perf_counter()
     if isinstance(cfg, DistillConfig):
-        from detkd.distill.build import build_distill_task
-
         train(cfg, resume=True, task_builder=build_distill_task)
     else:
         train(cfg, resume=True)
@@ -148,8 +145,6 @@ def train_cell(cfg: Config) -> float:
 
 def evaluate_cell(cfg: Config, checkpoint: str, split: str):  # -> detkd.engine.inference.EvalOutcome
     """Score ``checkpoint`` on ``split``; the detections go to ``<run>/<split>_results.json``."""
-    from detkd.engine.inference import evaluate_checkpoint
-
     name = split_name(cfg, split)
     results = os.path.join(os.path.expanduser(cfg.output_dir), f"{split}_results.json")
     return evaluate_checkpoint(cfg, checkpoint, split=name, results_path=results)

@@ -34,7 +34,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from detkd.config import dump_yaml
+from detkd.data.build import load_index
+from detkd.data.common import DataWarning
 from detkd.errors import DetkdError
+from detkd.utils.io import atomic_write
 
 log = logging.getLogger("detkd")
 
@@ -120,9 +123,6 @@ def kitti_splits(root: str, stems: Sequence[str]) -> tuple[str, str, dict[str, l
 
 def read_index(fmt: str, root: str, split: str | None = None, classes: Sequence[str] | None = None):
     """:func:`detkd.data.build.load_index`, the reader's warnings logged as ``detkd data stats`` does."""
-    from detkd.data.build import load_index
-    from detkd.data.common import DataWarning
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DataWarning)
         index = load_index(fmt, root, split=split, classes=classes)
@@ -364,7 +364,6 @@ def write_study(data: DataSummary, plan: StudyPlan, out_dir: str, force: bool = 
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not force:
         raise DetkdError(f"{existing[0]}: exists ({len(existing)} of the study's files do); --force replaces them")
-    from detkd.utils.io import atomic_write
 
     for path, text in paths.items():
         with atomic_write(path) as f:

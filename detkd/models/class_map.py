@@ -19,6 +19,8 @@ from torch import Tensor, nn
 
 from detkd.config import ModelSection
 from detkd.errors import DetkdError
+from detkd.models.detector import build_model
+from detkd.models.weights import DETECTOR_BUILDERS, resolve_weights
 
 log = logging.getLogger("detkd")
 
@@ -117,9 +119,6 @@ def pretrained_for_classes(model_cfg: ModelSection, data_classes: Sequence[str],
                            class_map: Mapping[str, str] | None = None) -> nn.Module:
     """The pretrained detector of ``model_cfg.weights`` (e.g. COCO's 91 labels) built whole and
     reduced to ``data_classes`` by name (:func:`match_classes`), to be used as it is."""
-    from detkd.models import build_model
-    from detkd.models.weights import DETECTOR_BUILDERS, resolve_weights
-
     builder = model_cfg.torchvision or DETECTOR_BUILDERS.get(model_cfg.backbone)
     categories = list(resolve_weights(model_cfg.weights, "model.weights", builder).meta["categories"])
     keep = match_classes(data_classes, categories, class_map)

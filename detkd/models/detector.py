@@ -29,10 +29,10 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 
 from detkd.config import ModelSection
+from detkd.config.presets import resolve_model_config
 from detkd.errors import DetkdError
 from detkd.models.backbone_parts import BackboneInfo
 from detkd.models.backbones import BACKBONES
-from detkd.config.presets import resolve_model_config
 from detkd.models.weights import (
     backbone_weights,
     detector_weights,
@@ -41,6 +41,7 @@ from detkd.models.weights import (
     load_detector_weights,
     load_matching_weights,
 )
+from detkd.models.zoo import build_zoo_model
 
 log = logging.getLogger("detkd")
 
@@ -57,8 +58,6 @@ def build_model(cfg: ModelSection, num_classes: int) -> FasterRCNN:
     if num_classes < 2:
         raise DetkdError(f"the model needs at least one object class (num_classes = K + 1 = {num_classes})")
     if cfg.torchvision:
-        from detkd.models.zoo import build_zoo_model
-
         return build_zoo_model(cfg, num_classes)
     cfg = resolve_model_config(cfg)
     source = pretrained_source(cfg)
