@@ -22,6 +22,7 @@ from detkd.data.dataset import DatasetIndex
 from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from detkd.engine.data import batches
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -160,13 +161,11 @@ def checkpoint_model(cfg: Config, checkpoint: str, split: str):
     """The model of ``cfg.model`` with ``checkpoint``'s weights, and the evaluation dataset of
     ``split`` read with the checkpoint's classes (which must be the config's data classes)."""
     from detkd.engine import data as D
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
     from detkd.models import build_model
-    from detkd.models.weights import detector_state_dict, load_state_checked
+    from detkd.models.weights import load_state_checked
 
-    state = load_checkpoint(checkpoint)
-    weights = detector_state_dict(model_state_from(state, checkpoint), checkpoint)
-    saved_classes = state.get("classes") if isinstance(state.get("classes"), list) else None
+    run = read_checkpoint(checkpoint)
+    weights, saved_classes = run.weights, run.classes
     if saved_classes:
         expected = D.data_classes(cfg.data)
         if tuple(saved_classes) != expected:
