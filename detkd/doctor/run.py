@@ -70,7 +70,7 @@ def load_student(task: Any, path: str) -> None:
         if run.module is not None:
             task.module.load_state_dict(run.module)
         else:
-            task.module.student.load_state_dict(run.state_dict)
+            task.module.student.load_state_dict(run.model_state)
     except (RuntimeError, KeyError) as e:
         raise DetkdError(f"{path}: does not fit this config's student ({str(e).splitlines()[0]})") from None
 

@@ -364,7 +364,7 @@ class Trainer:
             if run.module is not None:
                 self.task.module.load_state_dict(run.module)
             else:
-                self.task.detector.load_state_dict(run.state_dict)
+                self.task.detector.load_state_dict(run.model_state)
             self.optimizer.load_state_dict(run.optimizer)
         except (KeyError, RuntimeError, ValueError) as e:
             raise DetkdError(f"{self.last_path}: does not fit this config's model ({str(e).splitlines()[0]})") from None

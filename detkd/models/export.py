@@ -138,7 +138,7 @@ def load_exported(path: str) -> tuple[FasterRCNN, dict[str, Any]]:
     if info.get("format") != EXPORT_FORMAT:
         raise DetkdError(f"{meta_path}: not a detkd export (format {info.get('format')!r})")
     cfg = model_section_from_dict(info["model"], meta_path)
-    return build_checked(cfg, int(info["num_classes"]), read_checkpoint(path).state_dict, path), info
+    return build_checked(cfg, int(info["num_classes"]), read_checkpoint(path).model_state, path), info
 
 
 # --- ONNX ----------------------------------------------------------------------------------------

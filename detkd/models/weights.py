@@ -79,7 +79,7 @@ def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]
     """The state dict of ``weights`` from torch's cache (downloaded first when missing and
     online), and its path."""
     path = cached_weights_path(weights, key)
-    return read_checkpoint(path).state_dict, path
+    return read_checkpoint(path).model_state, path
 
 
 def offline() -> bool:

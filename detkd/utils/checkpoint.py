@@ -59,7 +59,8 @@ class SavedRun:
     something of another type there).
 
     ``model`` is the file's ``model`` (the detector's state dict), or the file itself when it is a
-    plain state dict (``plain``); :attr:`weights` is the Faster R-CNN's own weights in it.
+    plain state dict (``plain``); :attr:`model_state` is it, or an error when the file holds no
+    weights; :attr:`weights` is the Faster R-CNN's own weights in it.
     """
 
     path: str
@@ -78,7 +79,7 @@ class SavedRun:
     plain: bool = False
 
     @property
-    def state_dict(self) -> StateDict:
+    def model_state(self) -> StateDict:
         """The model's weights as saved: a training checkpoint's ``model``, or the plain state dict."""
         if self.model is None:
             raise DetkdError(f"{self.path}: holds no model weights (expected a detkd checkpoint or a state dict)")
@@ -86,8 +87,8 @@ class SavedRun:
 
     @property
     def weights(self) -> StateDict:
-        """The Faster R-CNN's own weights (:func:`detector_state_dict` of :attr:`state_dict`)."""
-        return detector_state_dict(self.state_dict, self.path)
+        """The Faster R-CNN's own weights (:func:`detector_state_dict` of :attr:`model_state`)."""
+        return detector_state_dict(self.model_state, self.path)
 
     def missing_for_resume(self) -> list[str]:
         """The keys of :data:`RESUME_KEYS` the file lacks for ``--resume`` (a plain state dict lacks ``model``)."""

@@ -29,7 +29,7 @@ def test_a_training_checkpoint_reads_as_the_run_that_wrote_it(synth_root: Path, 
     assert run.missing_for_resume() == []
     model = build_model(cfg.model, len(run.classes) + 1)
     model.load_state_dict(run.weights)  # the detector's weights, every key
-    assert run.weights.keys() == run.state_dict.keys()
+    assert run.weights.keys() == run.model_state.keys()
 
 
 def test_a_plain_state_dict_is_the_models_weights_and_nothing_else(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_a_plain_state_dict_is_the_models_weights_and_nothing_else(tmp_path: Pat
     save_checkpoint(path, {**state, "adapters.0.weight": torch.ones(1)})
     run = read_checkpoint(path)
     assert run.plain and run.classes is None and run.config is None and run.epoch is None
-    assert set(run.state_dict) == {"student.backbone.w", "student.rpn.b", "adapters.0.weight"}
+    assert set(run.model_state) == {"student.backbone.w", "student.rpn.b", "adapters.0.weight"}
     assert set(run.weights) == {"backbone.w", "rpn.b"}  # student. stripped, adapters dropped
     assert run.missing_for_resume() == list(RESUME_KEYS)  # weights, but not a last.pt
 
@@ -71,7 +71,7 @@ def test_a_file_without_model_weights_says_so_when_they_are_asked_for(tmp_path: 
     save_checkpoint(path, state)
     run = read_checkpoint(path)  # readable: the epoch is there
     assert run.epoch == 1 and run.model is None and "model" in run.missing_for_resume()
-    for field in ("state_dict", "weights"):
+    for field in ("model_state", "weights"):
         with pytest.raises(DetkdError, match=r"other\.pt: holds no model weights"):
             getattr(run, field)
 
@@ -87,7 +87,7 @@ def test_a_state_dict_of_another_model_has_no_detector_weights(tmp_path: Path) -
     path = tmp_path / "resnet.pt"
     save_checkpoint(path, {"conv1.weight": torch.ones(1), "fc.bias": torch.ones(1)})
     run = read_checkpoint(path)
-    assert set(run.state_dict) == {"conv1.weight", "fc.bias"}
+    assert set(run.model_state) == {"conv1.weight", "fc.bias"}
     with pytest.raises(DetkdError, match=r"resnet\.pt: no Faster R-CNN weights found \(keys start with conv1"):
         run.weights
 
