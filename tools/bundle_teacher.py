@@ -17,7 +17,6 @@ from pathlib import Path
 
 from detkd.config import load_config
 from detkd.data.synth import ensure_synth
-from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.inference import evaluate_checkpoint
 from detkd.experiments.bundled import ASSET_DIR, write_bundled
 
@@ -49,11 +48,10 @@ def main() -> None:
         (main_dir / "slice.txt").write_text("\n".join(ids) + "\n")
         test = {"split": "test", "images": images, "profile": profile, **score(args.checkpoint, root, images, "test")}
         check = score(args.checkpoint, root, images, "slice")
-    state = load_checkpoint(args.checkpoint)
     made = write_bundled(args.checkpoint, args.out, args.command, test, args.train_seconds,
                          {"images": images, "profile": profile, "first": args.check_first, "ap50": check["ap50"]})
     print(json.dumps({k: made.sidecar[k] for k in ("sha256", "test", "check", "epochs", "steps")}, indent=1))
-    print(f"wrote {made.path} ({Path(made.path).stat().st_size / 2**20:.1f} MB); trained {state.get('epoch')} epochs")
+    print(f"wrote {made.path} ({Path(made.path).stat().st_size / 2**20:.1f} MB); trained {made.sidecar['epochs']} epochs")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_di
 from detkd.config.files import find_config
 from detkd.data.from_config import declared_classes
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -125,10 +126,7 @@ def classes_from_data(data: DataSection, source: str) -> int:
 
 def read_weights(path: str) -> tuple[dict[str, Tensor], int]:
     """A checkpoint's detector weights and its K + 1 (from the predictor's shape)."""
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
-    from detkd.models.weights import detector_state_dict
-
-    weights = detector_state_dict(model_state_from(load_checkpoint(path), path), path)
+    weights = read_checkpoint(path).weights
     if PREDICTOR_KEY not in weights:
         raise DetkdError(f"{path}: no {PREDICTOR_KEY} in the weights: not a Faster R-CNN checkpoint")
     return weights, int(weights[PREDICTOR_KEY].shape[0])

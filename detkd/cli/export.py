@@ -86,16 +86,16 @@ def check_images(args: argparse.Namespace) -> list[torch.Tensor]:
 
 def checkpoint_test_set(path: str):  # -> DetectionDataset
     from detkd.config import Config, DistillConfig, config_from_dict
-    from detkd.engine.checkpoint import load_checkpoint
     from detkd.data.from_config import build_eval_dataset
+    from detkd.utils.checkpoint import read_checkpoint
 
-    state = load_checkpoint(path)
+    run = read_checkpoint(path)
     try:
-        saved = state.get("config") or {}
+        saved = run.config or {}
         cfg = config_from_dict(saved, path, DistillConfig if "distill" in saved else Config)
         with warnings.catch_warnings():  # only the images are used: notes on the labels are noise here
             warnings.simplefilter("ignore")
-            return build_eval_dataset(cfg.data, classes=state.get("classes"))
+            return build_eval_dataset(cfg.data, classes=run.classes)
     except DetkdError as e:
         raise DetkdError(f"cannot read the checkpoint's test images for the ONNX check ({e}); give --images") from None
 

@@ -24,11 +24,11 @@ from detkd.distill.task import (
     loss_weights,
 )
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
-from detkd.engine.checkpoint import load_checkpoint
 from detkd.errors import DetkdError
 from detkd.models import build_model
 from detkd.models.class_map import check_class_map
-from detkd.models.weights import load_checkpoint_weights
+from detkd.models.weights import load_state_checked
+from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -110,10 +110,9 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     path = find_packaged(path)  # detkd/assets/demo_teacher.pt from any folder
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
-    state = load_checkpoint(path, map_location="cpu")
-    saved = state.get("config") if isinstance(state, dict) else None
-    saved_model = saved_config(saved, path).model if isinstance(saved, dict) else teacher_cfg.model
-    saved_classes = state.get("classes") if isinstance(state, dict) else None
+    run = read_checkpoint(path)
+    saved_model = saved_config(run.config, path).model if run.config is not None else teacher_cfg.model
+    saved_classes = run.classes
     student_classes = resolve_source(cfg.data).classes or saved_classes or []
     check_checkpoint_class_map(cfg.teacher.class_map, student_classes, saved_classes or student_classes)
     if saved_classes is not None:
@@ -121,7 +120,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     if saved_classes is not None and len(saved_classes) + 1 != num_classes:
         raise DetkdError(f"{path}: the teacher has {len(saved_classes)} classes, the student's data {num_classes - 1}")
     teacher = build_model(teacher_cfg.model, num_classes)
-    load_checkpoint_weights(teacher, path)
+    load_state_checked(teacher, run.weights, path, "checkpoint")
     return freeze_teacher(teacher)
 
 

@@ -30,9 +30,9 @@ from detkd.data.from_config import build_eval_dataset
 from detkd.distill.balance import gradient_norms, gradient_shares, mean_norms, module_groups, total_gradient_norm
 from detkd.doctor import probes
 from detkd.doctor.advice import diagnose
-from detkd.engine.checkpoint import load_checkpoint
 from detkd.engine.inference import predict
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -65,12 +65,12 @@ def run_doctor(cfg: DistillConfig, batches: int = DEFAULT_BATCHES, student: str 
 
 def load_student(task: Any, path: str) -> None:
     """A student checkpoint into the task: ``module`` (student and adapters) or ``model``."""
-    state = load_checkpoint(path)
+    run = read_checkpoint(path)
     try:
-        if "module" in state:
-            task.module.load_state_dict(state["module"])
+        if run.module is not None:
+            task.module.load_state_dict(run.module)
         else:
-            task.module.student.load_state_dict(state.get("model", state))
+            task.module.student.load_state_dict(run.model_state)
     except (RuntimeError, KeyError) as e:
         raise DetkdError(f"{path}: does not fit this config's student ({str(e).splitlines()[0]})") from None
 

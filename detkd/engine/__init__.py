@@ -2,7 +2,8 @@
 
 - :func:`~detkd.engine.trainer.train` (``detkd train``) and :class:`~detkd.engine.trainer.Trainer`;
 - :class:`~detkd.engine.task.TrainTask`, :class:`~detkd.engine.task.DetectorTask`: what is trained;
-- :func:`~detkd.engine.checkpoint.save_checkpoint` / :func:`~detkd.engine.checkpoint.load_checkpoint`;
+- :func:`~detkd.engine.checkpoint.rng_state` / :func:`~detkd.engine.checkpoint.set_rng_state`: the
+  generator states a checkpoint saves (checkpoint files themselves: :mod:`detkd.utils.checkpoint`);
 - :func:`~detkd.engine.inference.predict`, :func:`~detkd.engine.inference.evaluate_model`,
   :func:`~detkd.engine.inference.evaluate_checkpoint` (``detkd eval``).
 

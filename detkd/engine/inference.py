@@ -20,9 +20,10 @@ from tqdm import tqdm
 from detkd.config import Config
 from detkd.data.dataset import DatasetIndex
 from detkd.data.from_config import build_eval_dataset, data_classes, eval_classes
-from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from detkd.engine.data import batches, build_eval_loader
+from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -159,13 +160,11 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
 def checkpoint_model(cfg: Config, checkpoint: str, split: str):
     """The model of ``cfg.model`` with ``checkpoint``'s weights, and the evaluation dataset of
     ``split`` read with the checkpoint's classes (which must be the config's data classes)."""
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
     from detkd.models import build_model
-    from detkd.models.weights import detector_state_dict, load_state_checked
+    from detkd.models.weights import load_state_checked
 
-    state = load_checkpoint(checkpoint)
-    weights = detector_state_dict(model_state_from(state, checkpoint), checkpoint)
-    saved_classes = state.get("classes") if isinstance(state.get("classes"), list) else None
+    run = read_checkpoint(checkpoint)
+    weights, saved_classes = run.weights, run.classes
     if saved_classes:
         expected = data_classes(cfg.data)
         if tuple(saved_classes) != expected:

@@ -46,7 +46,7 @@ from detkd.config import Config, config_from_dict, save_config
 from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import build_eval_dataset, build_train_dataset, eval_classes
 from detkd.engine import data as D
-from detkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detkd.engine.checkpoint import rng_state, set_rng_state
 from detkd.engine.distributed import (
     DistInfo,
     all_gather_objects,
@@ -61,6 +61,7 @@ from detkd.engine.schedule import build_optimizer, build_scheduler
 from detkd.engine.task import TaskBuilder, TrainTask, build_detector_task, weighted_total
 from detkd.errors import DetkdError
 from detkd.evaluation.build import check_metric
+from detkd.utils.checkpoint import SavedRun, checkpoint_state, read_checkpoint, save_checkpoint
 
 log = logging.getLogger("detkd")
 
@@ -192,15 +193,14 @@ class Trainer:
         if not os.path.exists(self.last_path):
             log.info("--resume: no last.pt in %s, starting a new run", self.run_dir)
             return
-        state = load_checkpoint(self.last_path, map_location=self.info.device)
-        missing = [k for k in RESUME_KEYS if k not in state]
+        run = read_checkpoint(self.last_path, map_location=self.info.device)
+        missing = run.missing_for_resume()
         if missing:
             raise DetkdError(f"{self.last_path}: cannot be resumed: it lacks {', '.join(missing)} (not a last.pt "
                              "written by detkd train or detkd distill); start a new run with --overwrite, or from "
                              "its weights with model.checkpoint")
-        applied = check_resume_config(self.last_path, saved_config(state, self.last_path, type(self.cfg)),
-                                      dataclasses.asdict(self.cfg))
-        self.load_state(state)
+        applied = check_resume_config(self.last_path, saved_config(run, type(self.cfg)), dataclasses.asdict(self.cfg))
+        self.load_state(run)
         if "train.metric" in applied:
             self.best = {"metric": self.cfg.train.metric, "value": None, "epoch": None}
         self.saved_step = self.step
@@ -351,37 +351,35 @@ class Trainer:
             window.reset()
 
     def state_dict(self) -> dict[str, Any]:
-        """A checkpoint (see :mod:`detkd.engine.checkpoint`); the RNG states of every rank."""
-        state = {
-            "model": self.task.detector.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch, "iteration": self.iteration, "step": self.step,
-            "best": dict(self.best),
-            "rng": all_gather_objects(rng_state(), self.info),
-            "classes": list(self.classes),
-            "config": dataclasses.asdict(self.cfg),
-        }
-        if self.task.module is not self.task.detector:
-            state["module"] = self.task.module.state_dict()
-        return state
+        """A checkpoint (see :mod:`detkd.utils.checkpoint`); the RNG states of every rank."""
+        module = self.task.module
+        return checkpoint_state(SavedRun(
+            self.last_path,
+            model=self.task.detector.state_dict(),
+            module=module.state_dict() if module is not self.task.detector else None,
+            optimizer=self.optimizer.state_dict(), scheduler=self.scheduler.state_dict(),
+            scaler=self.scaler.state_dict(),
+            epoch=self.epoch, iteration=self.iteration, step=self.step, best=dict(self.best),
+            rng=all_gather_objects(rng_state(), self.info),
+            classes=list(self.classes), config=dataclasses.asdict(self.cfg),
+        ))
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved (this rank's RNG state, or rank 0's)."""
+    def load_state(self, run: SavedRun) -> None:
+        """Restore what :meth:`state_dict` saved (this rank's RNG state, or rank 0's); ``run``
+        holds everything :meth:`SavedRun.missing_for_resume` asks for."""
         try:
-            if "module" in state:
-                self.task.module.load_state_dict(state["module"])
+            if run.module is not None:
+                self.task.module.load_state_dict(run.module)
             else:
-                self.task.detector.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
+                self.task.detector.load_state_dict(run.model_state)
+            self.optimizer.load_state_dict(run.optimizer)
         except (KeyError, RuntimeError, ValueError) as e:
             raise DetkdError(f"{self.last_path}: does not fit this config's model ({str(e).splitlines()[0]})") from None
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.iteration, self.step = state["epoch"], state["iteration"], state["step"]
-        self.best = dict(state["best"], metric=self.cfg.train.metric)
-        rngs = state["rng"]
+        self.scheduler.load_state_dict(run.scheduler)
+        self.scaler.load_state_dict(run.scaler)
+        self.epoch, self.iteration, self.step = run.epoch, run.iteration, run.step
+        self.best = dict(run.best, metric=self.cfg.train.metric)
+        rngs = run.rng
         set_rng_state(rngs[self.info.rank] if len(rngs) == self.info.world_size else rngs[0])
 
 
@@ -434,16 +432,12 @@ RESUME_APPLIES = {
 }
 
 
-# what a resume restores besides the weights (see :meth:`Trainer.state_dict`)
-RESUME_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "iteration", "step", "best", "rng")
-
-
-def saved_config(state: dict[str, Any], path: str, schema: type) -> dict[str, Any]:
+def saved_config(run: SavedRun, schema: type) -> dict[str, Any]:
     """A checkpoint's config with the defaults of keys it predates filled in (a key added to detkd
     after the run started is not a change)."""
-    raw = state.get("config") or {}
+    raw = run.config or {}
     try:
-        return dataclasses.asdict(config_from_dict(raw, path, schema=schema))
+        return dataclasses.asdict(config_from_dict(raw, run.path, schema=schema))
     except DetkdError:
         return raw
 

@@ -8,11 +8,14 @@ and profile, its AP50 / mAP on the demo's test split and its training time.
 :func:`bundled_teacher` refuses a missing, altered or unreadable asset with an error that names
 the file and says how to rebuild it; :func:`write_bundled` makes the two files from a finished run
 (``tools/bundle_teacher.py``).
+
+The checksum check itself is :func:`detkd.utils.assets.verified_sidecar`, on the lowest floor:
+the checkpoint reader (:func:`detkd.utils.checkpoint.load_checkpoint`) runs it whenever the file
+it reads is the bundled teacher, so every command that loads the asset refuses a damaged one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,11 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from detkd.errors import DetkdError
-
-ASSET_DIR = Path(__file__).resolve().parents[1] / "assets"
-TEACHER_FILE, SIDECAR_FILE = "demo_teacher.pt", "demo_teacher.json"
-REBUILD = "rebuild it with `detkd demo --train-teacher` (hours on 2 CPU cores), or give one with --teacher CKPT"
-SIDECAR_KEYS = ("file", "sha256", "config", "command", "synth_version", "classes", "test")
+from detkd.utils.assets import ASSET_DIR, SIDECAR_FILE, TEACHER_FILE, sha256_of, verified_sidecar
 
 
 @dataclass(frozen=True)
@@ -39,14 +38,6 @@ class BundledTeacher:
         return float(self.sidecar["test"]["ap50"])
 
 
-def sha256_of(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def bundled_teacher(asset_dir: str | os.PathLike[str] | None = None) -> BundledTeacher:
     """The bundled teacher (in ``asset_dir``, default :data:`ASSET_DIR`), its sidecar read and its
     checksum verified.
@@ -56,32 +47,7 @@ def bundled_teacher(asset_dir: str | os.PathLike[str] | None = None) -> BundledT
             checksum that differs (naming the file and how to rebuild it).
     """
     folder = Path(ASSET_DIR if asset_dir is None else asset_dir)
-    sidecar_path, weights = folder / SIDECAR_FILE, folder / TEACHER_FILE
-    try:
-        sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DetkdError(f"{sidecar_path}: the bundled teacher's sidecar is missing; {REBUILD}") from None
-    except (OSError, ValueError) as e:
-        raise DetkdError(f"{sidecar_path}: not a readable sidecar ({e}); {REBUILD}") from None
-    missing = [k for k in SIDECAR_KEYS if not isinstance(sidecar, dict) or k not in sidecar]
-    if missing:
-        raise DetkdError(f"{sidecar_path}: the sidecar lacks {', '.join(missing)}; {REBUILD}")
-    if not weights.is_file():
-        raise DetkdError(f"{weights}: the bundled teacher's weights are missing; {REBUILD}")
-    found = sha256_of(weights)
-    if found != sidecar["sha256"]:
-        raise DetkdError(f"{weights}: SHA-256 {found[:12]}... differs from {sidecar['sha256'][:12]}... in {sidecar_path}: "
-                         f"the file is damaged or was replaced; {REBUILD}")
-    return BundledTeacher(str(weights), sidecar)
-
-
-def check_if_bundled(path: str | os.PathLike[str]) -> None:
-    """When ``path`` is the bundled teacher's weights file (whatever the path names it by), verify
-    it as :func:`bundled_teacher` does: every command that loads it, not only the demo, refuses
-    a damaged or replaced asset. :func:`detkd.engine.checkpoint.load_checkpoint` calls this."""
-    bundled = Path(ASSET_DIR) / TEACHER_FILE
-    if os.path.realpath(path) == os.path.realpath(bundled):
-        bundled_teacher(ASSET_DIR)
+    return BundledTeacher(str(folder / TEACHER_FILE), verified_sidecar(folder))
 
 
 def fits(teacher: BundledTeacher, cfg: Any) -> str | None:
@@ -107,25 +73,24 @@ def write_bundled(checkpoint: str, out_dir: str | os.PathLike[str], command: str
     training ``checkpoint``; ``test``: its scores on the demo's test split (``ap50``, ``map``, ...);
     ``check``: its AP50 on a fixed slice of that split (``images``, ``profile``, ``first``, ``ap50``),
     which the test suite recomputes."""
-    import torch
-
     from detkd.data.synth import SYNTH_VERSION
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
-    from detkd.models.weights import detector_state_dict
+    from detkd.utils.checkpoint import SavedRun, checkpoint_state, read_checkpoint, save_checkpoint
     from detkd.utils.io import atomic_write
 
-    state = load_checkpoint(checkpoint)
-    weights = detector_state_dict(model_state_from(state, checkpoint), checkpoint)
-    half = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
+    run = read_checkpoint(checkpoint)
+    half = {k: v.half() if v.is_floating_point() else v for k, v in run.weights.items()}
+    if run.classes is None or run.config is None:
+        raise DetkdError(f"{checkpoint}: holds no classes or no config (not written by detkd train?)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / TEACHER_FILE, "wb") as f:
-        torch.save({"model": half, "classes": state["classes"], "config": state["config"]}, f)
-    sidecar = {"file": TEACHER_FILE, "sha256": sha256_of(out / TEACHER_FILE), "dtype": "float16",
+    weights_file = str(out / TEACHER_FILE)
+    save_checkpoint(weights_file, checkpoint_state(SavedRun(weights_file, model=half, classes=run.classes,
+                                                             config=run.config)))
+    sidecar = {"file": TEACHER_FILE, "sha256": sha256_of(weights_file), "dtype": "float16",
                "params": sum(v.numel() for v in half.values() if v.is_floating_point()),
-               "config": state["config"], "command": command, "synth_version": SYNTH_VERSION,
-               "classes": state["classes"], "test": test, "check": check, "train_seconds": train_seconds,
-               "epochs": state.get("epoch"), "steps": state.get("step")}
+               "config": run.config, "command": command, "synth_version": SYNTH_VERSION,
+               "classes": run.classes, "test": test, "check": check, "train_seconds": train_seconds,
+               "epochs": run.epoch, "steps": run.step}
     with atomic_write(out / SIDECAR_FILE) as f:
         json.dump(sidecar, f, indent=1)
         f.write("\n")

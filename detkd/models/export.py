@@ -37,7 +37,8 @@ from torchvision.models.detection import FasterRCNN
 from detkd.config import ModelSection, model_section_from_dict, resolve_model_config
 from detkd.errors import DetkdError
 from detkd.models.detector import build_model
-from detkd.models.weights import StateDict, detector_state_dict, load_state_checked
+from detkd.models.weights import StateDict, load_state_checked
+from detkd.utils.checkpoint import SavedRun, read_checkpoint
 from detkd.utils.io import atomic_write
 
 log = logging.getLogger("detkd")
@@ -76,12 +77,10 @@ def export_student(checkpoint_path: str, out_path: str, force: bool = False,
     overwrite the checkpoint, each other (``extra_outputs``: e.g. the ONNX file) or, without
     ``force``, an existing file (:func:`check_outputs`); nothing is written then.
     """
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
-
     check_outputs(checkpoint_path, [out_path, sidecar_path(out_path), *extra_outputs], force)
-    state = load_checkpoint(checkpoint_path)
-    weights = detector_state_dict(model_state_from(state, checkpoint_path), checkpoint_path)
-    cfg = export_model_section(state, checkpoint_path)
+    run = read_checkpoint(checkpoint_path)
+    weights = run.weights
+    cfg = export_model_section(run)
     if PREDICTOR_KEY not in weights:
         raise DetkdError(f"{checkpoint_path}: no {PREDICTOR_KEY} in the weights: not a Faster R-CNN checkpoint")
     num_classes = int(weights[PREDICTOR_KEY].shape[0])
@@ -89,7 +88,7 @@ def export_student(checkpoint_path: str, out_path: str, force: bool = False,
     info = {
         "format": EXPORT_FORMAT,
         "num_classes": num_classes,
-        "classes": class_names(state, num_classes),
+        "classes": class_names(run, num_classes),
         "model": dataclasses.asdict(cfg),
         "builder": cfg.torchvision,  # torchvision's builder of this model (model.torchvision), or null
         "torchvision": torchvision.__version__,
@@ -102,19 +101,19 @@ def export_student(checkpoint_path: str, out_path: str, force: bool = False,
     return info
 
 
-def export_model_section(state: dict[str, Any], source: str) -> ModelSection:
+def export_model_section(run: SavedRun) -> ModelSection:
     """The checkpoint's ``config.model``, preset expanded and weight sources removed."""
-    config = state.get("config")
-    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
-        raise DetkdError(f"{source}: the checkpoint holds no config.model (not written by detkd train?)")
-    cfg = resolve_model_config(model_section_from_dict(config["model"], source))
+    config = run.config
+    if config is None or not isinstance(config.get("model"), dict):
+        raise DetkdError(f"{run.path}: the checkpoint holds no config.model (not written by detkd train?)")
+    cfg = resolve_model_config(model_section_from_dict(config["model"], run.path))
     cfg.weights = cfg.weights_backbone = cfg.checkpoint = None  # the export holds every weight
     return cfg
 
 
-def class_names(state: dict[str, Any], num_classes: int) -> list[str]:
+def class_names(run: SavedRun, num_classes: int) -> list[str]:
     """Names of labels 1..K: the checkpoint's ``classes`` (or ``config.data.classes``), else ``class_N``."""
-    names = state.get("classes") or (state.get("config") or {}).get("data", {}).get("classes")
+    names = run.classes or (run.config or {}).get("data", {}).get("classes")
     if isinstance(names, list) and len(names) == num_classes - 1:
         return [str(n) for n in names]
     return [f"class_{i}" for i in range(1, num_classes)]
@@ -137,10 +136,8 @@ def load_exported(path: str) -> tuple[FasterRCNN, dict[str, Any]]:
         raise DetkdError(f"{meta_path}: cannot read the export's model arguments ({e})") from None
     if info.get("format") != EXPORT_FORMAT:
         raise DetkdError(f"{meta_path}: not a detkd export (format {info.get('format')!r})")
-    from detkd.models.weights import read_state_dict
-
     cfg = model_section_from_dict(info["model"], meta_path)
-    return build_checked(cfg, int(info["num_classes"]), read_state_dict(path), path), info
+    return build_checked(cfg, int(info["num_classes"]), read_checkpoint(path).model_state, path), info
 
 
 # --- ONNX ----------------------------------------------------------------------------------------

@@ -11,7 +11,9 @@ of the file name checked, nothing left behind on failure), unless detkd runs off
 (``DETKD_OFFLINE=1``, or ``detkd --offline``): then the error names the file, the folder and the
 URL to fetch it from.
 
-Every load is checked key by key: missing keys, unexpected keys and shape mismatches are a
+Checkpoint files (``model.checkpoint``, a file in torch's cache) are read with
+:func:`detkd.utils.checkpoint.read_checkpoint`, the one reader of weights files. Every load is
+checked key by key: missing keys, unexpected keys and shape mismatches are a
 :class:`~detkd.errors.DetkdError` naming the file and the first mismatches.
 """
 
@@ -27,15 +29,12 @@ from torch import nn
 from torchvision.models import WeightsEnum
 
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import StateDict, read_checkpoint
 
 log = logging.getLogger("detkd")
 
-StateDict = dict[str, torch.Tensor]
-
 # torchvision's detector builder for each backbone, for the short names ("DEFAULT", "COCO_V1")
 DETECTOR_BUILDERS = {"resnet50": "fasterrcnn_resnet50_fpn", "mobilenet_v3_large": "fasterrcnn_mobilenet_v3_large_fpn"}
-DETECTOR_ROOTS = ("backbone", "rpn", "roi_heads")  # the top-level modules of a FasterRCNN with parameters
-WRAPPER_PREFIXES = ("module.", "student.")  # DistributedDataParallel; a distillation module's student
 OFFLINE_ENV = "DETKD_OFFLINE"  # set (1, true, yes): weights missing from torch's cache are an error, never downloaded
 
 
@@ -80,7 +79,7 @@ def load_cached_weights(weights: WeightsEnum, key: str) -> tuple[StateDict, str]
     """The state dict of ``weights`` from torch's cache (downloaded first when missing and
     online), and its path."""
     path = cached_weights_path(weights, key)
-    return read_state_dict(path), path
+    return read_checkpoint(path).model_state, path
 
 
 def offline() -> bool:
@@ -115,32 +114,6 @@ def download_weights(weights: WeightsEnum, key: str, path: str) -> None:
         raise DetkdError(f"{key}: {name}: downloaded, but not found at {path} ({put_it})")
 
 
-def read_state_dict(path: str) -> StateDict:
-    """A checkpoint file read with the safe loader (``weights_only=True``); a detkd checkpoint's
-    ``model`` or the plain state dict the file holds."""
-    from detkd.engine.checkpoint import load_checkpoint, model_state_from
-
-    return model_state_from(load_checkpoint(path), path)
-
-
-def detector_state_dict(state: StateDict, source: str) -> StateDict:
-    """The Faster R-CNN's own weights in a state dict of the trained module.
-
-    ``module.`` (DistributedDataParallel) is stripped; when keys start with ``student.`` (a
-    distillation module), those are the detector's, prefix stripped; then only the keys of the
-    detector's modules (``backbone.``, ``rpn.``, ``roi_heads.``) are kept, so a distillation
-    module's ``adapters.*`` (and any ``teacher.*``) are dropped.
-    """
-    for prefix in WRAPPER_PREFIXES:
-        if any(k.startswith(prefix) for k in state):
-            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    kept = {k: v for k, v in state.items() if k.split(".", 1)[0] in DETECTOR_ROOTS}
-    if not kept:
-        first = ", ".join(list(state)[:3]) or "none"
-        raise DetkdError(f"{source}: no Faster R-CNN weights found (keys start with {first})")
-    return kept
-
-
 def state_mismatches(model: nn.Module, state: StateDict, allow_missing: tuple[str, ...] = ()) -> list[str]:
     """Problems loading ``state`` into ``model``: missing, unexpected and wrong-shape keys, in
     order. BatchNorm's ``num_batches_tracked`` counters are never a problem (frozen BN has none)."""
@@ -161,7 +134,7 @@ def load_matching_weights(model: nn.Module, path: str) -> list[str]:
     """``model.checkpoint_matching``: the tensors of the checkpoint at ``path`` whose name and shape
     fit ``model`` (inheritance across architectures, as FGD's ``init_student`` and MMRazor's prefix
     init do); -> the top-level modules they fill, e.g. ``rpn.head``. None fitting is an error."""
-    state = detector_state_dict(read_state_dict(path), path)
+    state = read_checkpoint(path).weights
     own = model.state_dict()
     taken = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
     layers = [k for k, v in taken.items() if v.dim() >= 2]  # weights, not the odd bias of the same length
@@ -209,5 +182,4 @@ def load_detector_weights(model: nn.Module, weights: WeightsEnum) -> None:
 
 def load_checkpoint_weights(model: nn.Module, path: str) -> None:
     """``model.checkpoint``: a detkd checkpoint (its ``model``) or a plain state dict, loaded whole."""
-    state = detector_state_dict(read_state_dict(path), path)
-    load_state_checked(model, state, path, "checkpoint")
+    load_state_checked(model, read_checkpoint(path).weights, path, "checkpoint")

@@ -29,18 +29,6 @@ def test_ratios_and_spread_on_known_times() -> None:
     assert p90 >= median
 
 
-class Slowed(torch.nn.Module):
-    """A model with an extra sleep in its forward."""
-
-    def __init__(self, model: torch.nn.Module, seconds: float) -> None:
-        super().__init__()
-        self.model, self.seconds = model, seconds
-
-    def forward(self, images):
-        time.sleep(self.seconds)
-        return self.model(images)
-
-
 class DriftingMachine:
     """A fake clock for the timing protocol: every forward costs its model's ``work`` in
     milliseconds times the machine's slowness, which grows by ``drift`` per forward (another job

@@ -14,7 +14,8 @@ from detkd.cli import main
 from detkd.config import DistillConfig, config_to_dict, load_config
 from detkd.distill import build as distill_build
 from detkd.distill.balance import MODULES, gradient_norms, gradient_shares, module_groups
-from detkd.doctor.run import run_doctor
+from detkd.doctor.run import load_student, run_doctor
+from detkd.errors import DetkdError
 from detkd.models import build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,9 +94,9 @@ def test_a_level_pairing_off_by_one_is_caught(trained_tiny, synth_root: Path, tr
 
 def test_gradient_shares_sum_to_one_and_equal_separate_backward_passes(trained_tiny, synth_root: Path) -> None:
     from detkd.data.dataset import collate
+    from detkd.data.from_config import build_eval_dataset
     from detkd.distill.build import build_distill_task
     from detkd.distill.teacher import run_teacher
-    from detkd.data.from_config import build_eval_dataset
 
     cfg = doctor_config(trained_tiny, synth_root)
     dataset = build_eval_dataset(cfg.data, split=cfg.data.train_split)
@@ -165,3 +166,24 @@ def test_the_new_terms_gradient_shares_are_reported(overrides: list[str], teache
     for m in MODULES:
         got = [t["grad_share"][m] for t in report["terms"].values() if t["grad_share"][m] is not None]
         assert not got or sum(got) == pytest.approx(1.0, abs=1e-9), m
+
+
+def test_a_student_checkpoint_loads_its_module_or_its_model(tmp_path: Path) -> None:
+    """``--student``: a distillation's ``module`` (student and adapters), else the ``model`` (or a
+    plain state dict) into the student; anything else does not fit, naming the file."""
+    task = torch.nn.Module()
+    task.module = torch.nn.Module()
+    task.module.student, task.module.adapters = torch.nn.Linear(2, 2), torch.nn.Linear(1, 1)
+    trained = torch.nn.Module()
+    trained.student, trained.adapters = torch.nn.Linear(2, 2), torch.nn.Linear(1, 1)
+    files = {"module.pt": {"module": trained.state_dict(), "model": trained.student.state_dict()},
+             "model.pt": {"model": trained.student.state_dict()}, "plain.pt": trained.student.state_dict()}
+    for name, state in files.items():
+        torch.save(state, tmp_path / name)
+        task.module.adapters.weight.data.zero_()
+        load_student(task, str(tmp_path / name))
+        assert torch.equal(task.module.student.weight, trained.student.weight), name
+        assert torch.equal(task.module.adapters.weight, trained.adapters.weight) == (name == "module.pt"), name
+    torch.save({"model": torch.nn.Linear(3, 3).state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(DetkdError, match=r"other\.pt: does not fit this config's student"):
+        load_student(task, str(tmp_path / "other.pt"))

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from detkd.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from detkd.engine.checkpoint import rng_state, set_rng_state
 from detkd.errors import DetkdError
+from detkd.utils.checkpoint import load_checkpoint, save_checkpoint
 
 MARK = "/tmp/detkd-test-pickle-ran"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detkd.engine.checkpoint import load_checkpoint
+from detkd.utils.checkpoint import load_checkpoint
 
 
 def test_tiny_preset_reaches_ap50_090_on_its_8_training_images(trained_tiny) -> None:  # tests/conftest.py

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from detkd.config import Config, save_config
-from detkd.engine.checkpoint import load_checkpoint
+from detkd.utils.checkpoint import load_checkpoint
 from detkd.engine.trainer import train
 
 # Trains CONFIG and SIGKILLs itself right after optimizer step KILL_AT (a kill -9 mid-run).

@@ -110,7 +110,7 @@ def test_the_bundled_teacher_is_verified_by_every_command_that_loads_it(asset: P
                                                                          synth_args: list[str], tmp_path: Path) -> None:
     """A weights file whose damage the safe loader cannot see (one mantissa bit of a float16 weight)
     is refused by its checksum in `detkd eval` and `detkd distill`, not only in the demo."""
-    from detkd.engine.checkpoint import load_checkpoint
+    from detkd.utils.checkpoint import load_checkpoint
 
     weights = asset / bundled.TEACHER_FILE
     monkeypatch.setattr(bundled, "ASSET_DIR", asset)  # the asset fixture stands for detkd/assets

@@ -15,7 +15,8 @@ from torchvision.models import Weights, WeightsEnum
 from detkd.config import ModelSection, RoISection
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.weights import detector_state_dict, hub_checkpoint_path, load_cached_weights, load_matching_weights, offline
+from detkd.models.weights import hub_checkpoint_path, load_cached_weights, load_matching_weights, offline
+from detkd.utils.checkpoint import detector_state_dict
 
 R18_FILE = "resnet18-f37072fd.pth"  # torchvision's ResNet18_Weights.IMAGENET1K_V1
 
