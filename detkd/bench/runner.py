@@ -51,8 +51,11 @@ from detkd.bench.profile import StageProfile, profile_model
 from detkd.bench.report import CHECKPOINT, HELD, UNTRAINED, BenchRow, read_accuracy
 from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_distill_config, load_config
 from detkd.config.files import find_config
+from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import declared_classes
 from detkd.errors import DetkdError
+from detkd.models import build_model
+from detkd.models.weights import load_state_checked
 from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
@@ -101,8 +104,6 @@ class BenchReport:
 
 def sized(model_cfg: ModelSection, size: int | None) -> ModelSection:
     """The preset-resolved model section, pretrained sources cleared, at ``min_size = size``."""
-    from detkd.config.presets import resolve_model_config
-
     cfg = resolve_model_config(model_cfg)
     for key in PRETRAINED_KEYS:
         setattr(cfg, key, None)
@@ -143,9 +144,6 @@ def build_bench_model(model_cfg: ModelSection, num_classes: int | None,
                       checkpoint: str | None = None) -> tuple[FasterRCNN, int]:
     """The model (untrained, or with the checkpoint's weights) and its K + 1 (the checkpoint's
     when there is one; ``num_classes`` may then be None)."""
-    from detkd.models import build_model
-    from detkd.models.weights import load_state_checked
-
     weights = None
     if checkpoint is not None:
         weights, num_classes = read_weights(checkpoint)

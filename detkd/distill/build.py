@@ -26,7 +26,7 @@ from detkd.distill.task import (
 from detkd.distill.teacher import check_teacher_compatible, freeze_teacher
 from detkd.errors import DetkdError
 from detkd.models import build_model
-from detkd.models.class_map import check_class_map
+from detkd.models.class_map import check_class_map, pretrained_for_classes
 from detkd.models.weights import load_state_checked
 from detkd.utils.checkpoint import read_checkpoint
 
@@ -149,6 +149,4 @@ def pretrained_teacher(cfg: DistillConfig, teacher_cfg: Config) -> FasterRCNN:
     """The teacher config's pretrained detector (``model.weights``, e.g. COCO's 91 labels) used as
     it is: its classes matched to the student's data by name (``teacher.class_map``, the VOC
     aliases) and its predictor reduced to them (:mod:`detkd.models.class_map`)."""
-    from detkd.models.class_map import pretrained_for_classes
-
     return pretrained_for_classes(teacher_cfg.model, data_classes_of(cfg.data), cfg.teacher.class_map)

@@ -28,10 +28,13 @@ from detkd.config import DistillConfig, config_to_dict
 from detkd.data.dataset import collate
 from detkd.data.from_config import build_eval_dataset
 from detkd.distill.balance import gradient_norms, gradient_shares, mean_norms, module_groups, total_gradient_norm
+from detkd.distill.build import build_distill_task
 from detkd.doctor import probes
 from detkd.doctor.advice import diagnose
 from detkd.engine.inference import predict
+from detkd.engine.trainer import seed_everything
 from detkd.errors import DetkdError
+from detkd.evaluation.build import evaluate_predictions
 from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
@@ -41,9 +44,6 @@ DEFAULT_BATCHES = 8
 
 def run_doctor(cfg: DistillConfig, batches: int = DEFAULT_BATCHES, student: str | None = None) -> dict[str, Any]:
     """The doctor's report of ``cfg`` (see :mod:`detkd.doctor` for what it holds)."""
-    from detkd.distill.build import build_distill_task
-    from detkd.engine.trainer import seed_everything
-
     if batches < 1:
         raise DetkdError(f"--batches: at least 1 batch is needed, got {batches}")
     seed_everything(cfg.seed)
@@ -84,8 +84,6 @@ def pick_images(size: int, wanted: int) -> list[int]:
 
 def teacher_ap50(teacher: torch.nn.Module, dataset: Any, picked: list[int]) -> float | None:
     """The teacher's VOC AP50 on the picked images (its own inference, as ``detkd eval`` runs it)."""
-    from detkd.evaluation.build import evaluate_predictions
-
     loader = DataLoader(Subset(dataset, picked), batch_size=1, collate_fn=collate)
     predictions = predict(teacher, loader, next(teacher.parameters()).device)
     index = dataclasses.replace(dataset.index, records=[dataset.index.records[i] for i in picked])

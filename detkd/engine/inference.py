@@ -21,8 +21,19 @@ from detkd.config import Config
 from detkd.data.dataset import DatasetIndex
 from detkd.data.from_config import build_eval_dataset, data_classes, eval_classes
 from detkd.engine.data import batches, build_eval_loader
-from detkd.engine.distributed import DistInfo, all_gather_objects, broadcast_object
+from detkd.engine.distributed import (
+    DistInfo,
+    all_gather_objects,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+)
 from detkd.errors import DetkdError
+from detkd.evaluation.build import evaluate_predictions
+from detkd.evaluation.results import write_results
+from detkd.models import build_model
+from detkd.models.class_map import pretrained_for_classes
+from detkd.models.weights import load_state_checked
 from detkd.utils.checkpoint import read_checkpoint
 
 log = logging.getLogger("detkd")
@@ -84,9 +95,6 @@ def evaluate_model(
     Returns ``evaluate_predictions``'s families, e.g. ``{"coco": {"AP", "AP50", ...}, "voc07":
     {"mAP", "per_class"}, "voc": {...}}``.
     """
-    from detkd.evaluation.build import evaluate_predictions
-    from detkd.evaluation.results import write_results
-
     local = predict(model, loader, info.device, progress=info.is_main)
     gathered = gather_predictions(local, index, info)
     metrics = None
@@ -134,14 +142,10 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
     The model is the one ``cfg.model`` describes; a checkpoint that does not fit it is a
     :class:`DetkdError` naming the file. Runs under ``torchrun`` too (the images are shared out).
     """
-    from detkd.engine.distributed import cleanup_distributed, init_distributed
-
     info = init_distributed(cfg.device)
     try:
         split = split or cfg.data.test_split
         if checkpoint is None:
-            from detkd.models.class_map import pretrained_for_classes
-
             dataset = build_eval_dataset(cfg.data, classes=None, split=split)
             model = pretrained_for_classes(cfg.model, dataset.classes)
             default = os.path.join(cfg.output_dir, f"pretrained_{split}_results.json")
@@ -160,9 +164,6 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str | None, split: str | None =
 def checkpoint_model(cfg: Config, checkpoint: str, split: str):
     """The model of ``cfg.model`` with ``checkpoint``'s weights, and the evaluation dataset of
     ``split`` read with the checkpoint's classes (which must be the config's data classes)."""
-    from detkd.models import build_model
-    from detkd.models.weights import load_state_checked
-
     run = read_checkpoint(checkpoint)
     weights, saved_classes = run.weights, run.classes
     if saved_classes:

@@ -22,8 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from detkd.config import config_from_dict, config_to_dict
+from detkd.config.presets import resolve_model_config
+from detkd.data.synth import SYNTH_VERSION
 from detkd.errors import DetkdError
 from detkd.utils.assets import ASSET_DIR, SIDECAR_FILE, TEACHER_FILE, sha256_of, verified_sidecar
+from detkd.utils.checkpoint import SavedRun, checkpoint_state, read_checkpoint, save_checkpoint
+from detkd.utils.io import atomic_write
 
 
 @dataclass(frozen=True)
@@ -53,9 +58,6 @@ def bundled_teacher(asset_dir: str | os.PathLike[str] | None = None) -> BundledT
 def fits(teacher: BundledTeacher, cfg: Any) -> str | None:
     """Why the bundled teacher is not the teacher that ``cfg`` (a teacher config) describes, or
     None when it is: the same resolved model, embedded data of the same profile and seed."""
-    from detkd.config import config_from_dict, config_to_dict
-    from detkd.config.presets import resolve_model_config
-
     saved = config_from_dict(teacher.sidecar["config"], SIDECAR_FILE)
     if cfg.data.format != "synth":
         return f"it was trained on the embedded dataset, not on {cfg.data.format} data"
@@ -73,10 +75,6 @@ def write_bundled(checkpoint: str, out_dir: str | os.PathLike[str], command: str
     training ``checkpoint``; ``test``: its scores on the demo's test split (``ap50``, ``map``, ...);
     ``check``: its AP50 on a fixed slice of that split (``images``, ``profile``, ``first``, ``ap50``),
     which the test suite recomputes."""
-    from detkd.data.synth import SYNTH_VERSION
-    from detkd.utils.checkpoint import SavedRun, checkpoint_state, read_checkpoint, save_checkpoint
-    from detkd.utils.io import atomic_write
-
     run = read_checkpoint(checkpoint)
     half = {k: v.half() if v.is_floating_point() else v for k, v in run.weights.items()}
     if run.classes is None or run.config is None:
