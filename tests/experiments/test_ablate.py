@@ -314,15 +314,13 @@ def test_killed_cell_resumes_from_last_pt(toy: dict, monkeypatch: pytest.MonkeyP
     out, args = toy["out"], toy["args"]
     before = (out / "table4.csv").read_text()
     (out / "cls_w" / "seed0" / runner.CELL_FILE).unlink()  # killed after its last checkpoint
-    from detkd.engine import trainer
-
-    calls, real_train = [], trainer.train
+    calls, real_train = [], runner.train
 
     def spy(cfg, resume=False, **kwargs):
         calls.append((cfg.output_dir, resume))
         return real_train(cfg, resume=resume, **kwargs)
 
-    monkeypatch.setattr(trainer, "train", spy)
+    monkeypatch.setattr(runner, "train", spy)  # the trainer as the runner calls it
     run_ablation(plan_ablation(**args))
     assert calls == [(str(out / "cls_w" / "seed0"), True)]  # only the killed cell, with --resume
     assert (out / "table4.csv").read_text() == before  # it ended where it was: same checkpoint, same scores
