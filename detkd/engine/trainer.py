@@ -138,7 +138,6 @@ class Trainer:
         run keeps the records up to its checkpoint, a new one starts it empty)."""
         if not self.info.is_main:
             return
-
         save_config(self.cfg, os.path.join(self.run_dir, "config.yaml"))
         self.logger = MetricLogger(self.run_dir, enabled=True)
         self.logger.truncate_after(self.step)
