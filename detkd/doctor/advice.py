@@ -169,7 +169,8 @@ def current_weight(term: str, settings: Mapping[str, Any]) -> float:
 
 
 def hint_check(report: Report, settings: Mapping[str, Any]) -> tuple[list, list]:
-    """Is the hint mostly a per-channel constant (which the adapter's bias fits for free)?"""
+    """Is the hint mostly a per-channel constant (which a bias fits for free: the adapter's, or
+    without adaptation the student's own last FPN bias)?"""
     shares = report.get("hint", {}).get("constant_share") or {}
     if not shares or settings["hint"]["loss"] not in ("hint_l2", "hint_l1"):
         return [], []
@@ -178,7 +179,9 @@ def hint_check(report: Report, settings: Mapping[str, Any]) -> tuple[list, list]
                 + ", ".join(f"{k} {pct(v)}" for k, v in shares.items()) + ")")
     if mean <= THRESHOLDS["constant_share"]:
         return [verdict("hint", "ok", evidence)], []
-    return [verdict("hint", "warn", f"{evidence}: the plain hint is mostly learnt by the adapter's bias")], [
+    bias = ("the adapter's bias" if settings["hint"].get("adaptation", True)
+            else "a bias of the student's own FPN output layer (no adapter: its conv's or its norm's)")
+    return [verdict("hint", "warn", f"{evidence}: the plain hint is mostly learnt by {bias}")], [
         (2, tip("distill.hint.loss", "pkd (each channel standardised: the constant part drops out; weight "
                 "distill.hint.gamma about 6 with distill.hint.level_weighting: sum)", evidence))]
 
