@@ -11,10 +11,10 @@ builds them (or a student checkpoint), it measures:
 - **alignment**: the level pairing, the share of the student's sampled anchors that found a
   teacher anchor, and whether the teacher scores ground-truth boxes mapped through the
   distillation code as it scores them found independently in its own frame;
-- **balance** (:mod:`detkd.distill.balance`, which distillation runs use too): each term's raw and weighted value and its share of the gradient
-  norm on the student's backbone, FPN, RPN and RoI head (one ``autograd.grad`` per term), and the
-  share of the teacher maps' variance that is a per-channel constant (a hint a bias
-  fits for free);
+- **balance** (:mod:`detkd.distill.balance`, which distillation runs use too): each term's raw
+  and weighted value and its share of the gradient norm on the student's backbone, FPN, RPN and
+  RoI head (one ``autograd.grad`` per term), and the share of the teacher maps' variance that is
+  a per-channel constant (a hint a bias fits for free);
 
 then (:mod:`.advice`) verdicts and advice, each naming a config key and the number behind it.
 """
