@@ -3,15 +3,20 @@ file of the report with real content, and a second run that reads everything bac
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from detkd.cli import main
 from detkd.errors import DetkdError
-from detkd.experiments import pool, runner
+from detkd.experiments import bundled, demo, pool, runner
 from detkd.experiments.demo import MODELS, StageClock, config_paths
 from detkd.experiments.figures import is_informative_png
 from detkd.experiments.stats import format_seconds
@@ -61,14 +66,48 @@ def write_toy_configs(root: Path) -> Path:
     return folder
 
 
-def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: Path, capsys, caplog,
-                                                                      monkeypatch) -> None:
-    folder, out = write_toy_configs(tmp_path), tmp_path / "report"
-    monkeypatch.setattr(pool, "HEARTBEAT_S", 0.5)
-    with caplog.at_level(logging.INFO, logger="detkd"):
-        assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
-    printed = capsys.readouterr().out
-    assert "running: student_" in caplog.text  # the parent says where the workers are
+@dataclass
+class ToyDemo:
+    folder: Path  # the toy configs
+    out: Path  # the demo's output folder
+    printed: str  # what it printed
+    log: str  # what it logged (level INFO)
+
+
+@pytest.fixture(scope="module")
+def toy_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToyDemo]:
+    """One toy demo, two cells at a time, shared by the tests of this module (each toy demo takes
+    about a minute on the slow CPU kind)."""
+    root = tmp_path_factory.mktemp("demo")
+    folder, out = write_toy_configs(root), root / "report"
+    handler, logger, printed = Lines(), logging.getLogger("detkd"), io.StringIO()
+    threads, level = torch.get_num_threads(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+            patch.setattr(pool, "HEARTBEAT_S", 0.5)
+            assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
+        yield ToyDemo(folder, out, printed.getvalue(), "\n".join(handler.lines))
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        torch.set_num_threads(threads)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_demo_writes_a_complete_report_and_resumes_without_retraining(toy_demo: ToyDemo, monkeypatch) -> None:
+    folder, out, printed = toy_demo.folder, toy_demo.out, toy_demo.printed
+    assert "running: student_" in toy_demo.log  # the parent says where the workers are
     assert "student_lowres_kd" in printed and "report.md" in printed
 
     summary = json.loads((out / "summary.json").read_text())
@@ -110,12 +149,8 @@ def test_demo_writes_a_complete_report_and_resumes_without_retraining(tmp_path: 
     assert again["teacher"]["ap50"] == summary["teacher"]["ap50"]
 
 
-def test_a_given_or_bundled_teacher_is_scored_not_trained(tmp_path: Path, monkeypatch) -> None:
-    from detkd.experiments import bundled, demo
-
-    folder = write_toy_configs(tmp_path)
-    trained = tmp_path / "first"
-    assert main(["demo", "--data", str(folder), "--out", str(trained), "--jobs", "1"]) == 0
+def test_a_given_or_bundled_teacher_is_scored_not_trained(toy_demo: ToyDemo, tmp_path: Path, monkeypatch) -> None:
+    folder, trained = toy_demo.folder, toy_demo.out
     teacher = trained / "runs" / "teacher" / "last.pt"
     calls = []
     real_train = runner.train_cell
