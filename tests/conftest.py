@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -213,3 +215,37 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class LogLines(logging.Handler):
+    """Collects the messages of the records it handles (level INFO and above)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def logged_on_one_thread() -> Iterator[list[str]]:
+    """One torch thread, and the ``detkd`` logger's INFO messages in the yielded list; both
+    restored after. For module-scoped fixtures, which can use neither ``caplog`` nor ``one_thread``."""
+    logger, handler = logging.getLogger("detkd"), LogLines()
+    threads, level = torch.get_num_threads(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    torch.set_num_threads(1)
+    try:
+        yield handler.lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def log_on_one_thread() -> Callable[[], contextlib.AbstractContextManager[list[str]]]:
+    """:func:`logged_on_one_thread`, for fixtures of any scope."""
+    return logged_on_one_thread

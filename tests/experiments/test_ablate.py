@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import matplotlib.image as mpimg
 import pytest
-import torch
 
 from detkd.cli import main
 from detkd.config import Config, DistillConfig, load_config
@@ -186,17 +184,8 @@ def test_teacher_split_and_refused_overrides(tmp_path: Path) -> None:
 # --- a real toy ablation ------------------------------------------------------------------------
 
 
-class Records(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+def toy(tmp_path_factory: pytest.TempPathFactory, log_on_one_thread) -> Iterator[dict]:
     """A toy ablation (96 px, 8 images, 2 epochs of batches of 2, 1 seed): a teacher trained as a
     cell, the baseline and cls_w; hints is n/a (64 vs 128 channels)."""
     folder = tmp_path_factory.mktemp("ablate")
@@ -209,16 +198,9 @@ def toy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
                  "train.warmup_iters=1", "train.log_every=100"]
     args = {"config": str(folder / "distill.yaml"), "seeds": 1, "out_dir": str(folder / "out"),
             "rows": ["cls_w", "hints"], "overrides": overrides}
-    threads, handler = torch.get_num_threads(), Records()
-    torch.set_num_threads(1)
-    logging.getLogger("detkd").addHandler(handler)
-    logging.getLogger("detkd").setLevel(logging.INFO)
-    try:
+    with log_on_one_thread() as log:
         summary = run_ablation(plan_ablation(**args))
-        yield {"args": args, "out": folder / "out", "summary": summary, "log": handler.lines}
-    finally:
-        logging.getLogger("detkd").removeHandler(handler)
-        torch.set_num_threads(threads)
+        yield {"args": args, "out": folder / "out", "summary": summary, "log": log}
 
 
 def read_csv(path: Path) -> dict[str, dict[str, str]]:

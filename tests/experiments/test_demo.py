@@ -6,13 +6,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
 from detkd.cli import main
 from detkd.errors import DetkdError
@@ -75,34 +73,16 @@ class ToyDemo:
 
 
 @pytest.fixture(scope="module")
-def toy_demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ToyDemo]:
+def toy_demo(tmp_path_factory: pytest.TempPathFactory, log_on_one_thread) -> Iterator[ToyDemo]:
     """One toy demo, two cells at a time, shared by the tests of this module (each toy demo takes
     about a minute on the slow CPU kind)."""
     root = tmp_path_factory.mktemp("demo")
-    folder, out = write_toy_configs(root), root / "report"
-    handler, logger, printed = Lines(), logging.getLogger("detkd"), io.StringIO()
-    threads, level = torch.get_num_threads(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    torch.set_num_threads(1)
-    try:
+    folder, out, printed = write_toy_configs(root), root / "report", io.StringIO()
+    with log_on_one_thread() as log:
         with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
             patch.setattr(pool, "HEARTBEAT_S", 0.5)
             assert main(["demo", "--data", str(folder), "--out", str(out), "--jobs", "2"]) == 0
-        yield ToyDemo(folder, out, printed.getvalue(), "\n".join(handler.lines))
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
-        torch.set_num_threads(threads)
-
-
-class Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+        yield ToyDemo(folder, out, printed.getvalue(), "\n".join(log))
 
 
 def test_demo_writes_a_complete_report_and_resumes_without_retraining(toy_demo: ToyDemo, monkeypatch) -> None:
