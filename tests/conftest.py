@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -66,6 +68,33 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
     return make
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n``, pyproject.toml's addopts) the workers share the cores: each gets
+    its share of torch threads, and so do the programs it starts (``OMP_NUM_THREADS``)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        torch.set_num_threads(threads)
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+
+
+def made_once(tmp_path_factory: pytest.TempPathFactory, name: str, make: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """``make(folder) -> a JSON-able record``, run once per test session: under pytest-xdist the
+    first worker to ask makes it in a folder that all the run's workers share, under a lock, and the
+    others wait for it and read its record; -> (folder, record)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        return folder, make(folder)
+    shared = tmp_path_factory.getbasetemp().parent  # this run's, above each worker's own basetemp
+    folder, record = shared / name, shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.exists():
+            folder.mkdir()
+            record.write_text(json.dumps(make(folder), default=str))
+    return folder, json.loads(record.read_text())
+
+
 @dataclass(frozen=True)
 class TrainedTiny:
     """The test suite's trained detector: its config file, ``last.pt`` and training summary."""
@@ -77,20 +106,19 @@ class TrainedTiny:
 
 @pytest.fixture(scope="session")
 def trained_tiny(synth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainedTiny:
-    """The ``tiny`` preset trained (:data:`LEARN`) on the 8 ``first8`` images, once a session: the
-    learning test's subject and the doctor's competent teacher."""
+    """The ``tiny`` preset trained (:data:`LEARN`) on the 8 ``first8`` images, once a session (once
+    for all xdist workers): the learning test's subject and the doctor's competent teacher."""
     from detkd.config import save_config
     from detkd.engine.trainer import train
 
-    folder = tmp_path_factory.mktemp("trained_tiny")
-    cfg = load_config(STUDENT_SMALL, [f"output_dir={folder / 'run'}", *TINY_WIDTHS, *synth_overrides(synth_root), *LEARN])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        summary = train(cfg)
-    finally:
-        torch.set_num_threads(threads)
-    save_config(cfg, folder / "config.yaml")
+    def make(folder: Path) -> dict:
+        cfg = load_config(STUDENT_SMALL, [f"output_dir={folder / 'run'}", *TINY_WIDTHS, *synth_overrides(synth_root), *LEARN])
+        with logged_on_one_thread():
+            summary = train(cfg)
+        save_config(cfg, folder / "config.yaml")
+        return {key: value for key, value in summary.items() if key != "run_dir"}
+
+    folder, summary = made_once(tmp_path_factory, "trained_tiny", make)
     return TrainedTiny(folder / "config.yaml", folder / "run" / "last.pt", summary)
 
 
