@@ -49,7 +49,7 @@ from detkd.bench.measure import (
 )
 from detkd.bench.profile import StageProfile, profile_model
 from detkd.bench.report import CHECKPOINT, HELD, UNTRAINED, BenchRow, read_accuracy
-from detkd.config import Config, DataSection, DistillConfig, ModelSection, is_distill_config, load_config
+from detkd.config import DataSection, DistillConfig, ModelSection, load_any_config, load_config
 from detkd.config.files import find_config
 from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import declared_classes
@@ -255,11 +255,10 @@ def targets_for_config(path: str, checkpoint: str | None = None, results: str | 
     if not os.path.isfile(find_config(path)):
         raise DetkdError(f"{path}: config file not found")
     name = config_name(path)
-    schema = DistillConfig if is_distill_config(path) else Config
-    cfg = load_config(path, [], schema=schema)
+    cfg = load_any_config(path)
     classes = None if checkpoint else classes_from_data(cfg.data, path)
     target = BenchTarget(name, path, cfg.model, classes, checkpoint, results)
-    if schema is DistillConfig:
+    if isinstance(cfg, DistillConfig):
         return [teacher_target(cfg, path, name), target]
     return [target]
 

@@ -85,14 +85,13 @@ def check_images(args: argparse.Namespace) -> list[torch.Tensor]:
 
 
 def checkpoint_test_set(path: str):  # -> DetectionDataset
-    from detkd.config import Config, DistillConfig, config_from_dict
+    from detkd.config import saved_run_config
     from detkd.data.from_config import build_eval_dataset
     from detkd.utils.checkpoint import read_checkpoint
 
     run = read_checkpoint(path)
     try:
-        saved = run.config or {}
-        cfg = config_from_dict(saved, path, DistillConfig if "distill" in saved else Config)
+        cfg = saved_run_config(run.config or {}, path)
         with warnings.catch_warnings():  # only the images are used: notes on the labels are noise here
             warnings.simplefilter("ignore")
             return build_eval_dataset(cfg.data, classes=run.classes)

@@ -39,6 +39,8 @@ from detkd.config.load import (
     load_any_config,
     load_config,
     model_section_from_dict,
+    saved_run_config,
+    schema_for,
 )
 from detkd.config.presets import PRESETS, resolve_model_config
 from detkd.config.save import config_to_dict, config_to_yaml, dump_yaml, save_config
@@ -59,5 +61,6 @@ __all__ = [
     "DuplicateKeyError", "HintSection", "ModelSection", "Range", "RegTermSection", "RoISection", "RPNSection",
     "StudentSection", "SynthSection", "TeacherSection", "TrainSection", "UniqueKeyLoader", "UnlabeledSection",
     "all_keys", "config_from_dict", "config_to_dict", "config_to_yaml", "dump_yaml", "iou_order",
-    "is_distill_config", "load_any_config", "load_config", "opt", "save_config", "section", "type_name",
+    "is_distill_config", "load_any_config", "load_config", "opt", "save_config", "saved_run_config", "schema_for",
+    "section", "type_name",
 ]

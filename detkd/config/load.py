@@ -56,15 +56,27 @@ def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = (), sch
     return _build(schema, merged, "", origins, schema)
 
 
+def schema_for(data: Mapping[str, Any]) -> type[Config]:
+    """The one rule, for files and checkpoints alike: data with a ``teacher`` section is a
+    distillation config (:class:`DistillConfig`), any other a :class:`Config`."""
+    return DistillConfig if "teacher" in data else Config
+
+
 def is_distill_config(path: str | os.PathLike[str]) -> bool:
-    """Whether the file (with its ``_base_`` files) has a ``teacher:`` section: a distillation config."""
+    """Whether the file (with its ``_base_`` files) is a distillation config (:func:`schema_for`)."""
     merged, _ = load_layers(find_config(path), ())
-    return "teacher" in merged
+    return schema_for(merged) is DistillConfig
 
 
 def load_any_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
     """:func:`load_config` with :class:`DistillConfig` for a distillation config, else :class:`Config`."""
     return load_config(path, overrides, schema=DistillConfig if is_distill_config(path) else Config)
+
+
+def saved_run_config(data: Mapping[str, Any], source: str) -> Config:
+    """A checkpoint's ``config`` (a training or a distillation run's, :func:`schema_for`), checked
+    as a file is; keys it predates keep their defaults; errors name ``source``."""
+    return config_from_dict(data, source, schema_for(data))
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "config", schema: type = Config) -> Any:

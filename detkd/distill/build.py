@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from torchvision.models.detection import FasterRCNN
 
-from detkd.config import DISTILL_SECTIONS, ClsTermSection, Config, DistillConfig, config_from_dict, load_any_config
+from detkd.config import ClsTermSection, Config, DistillConfig, load_any_config, saved_run_config
 from detkd.config.files import find_packaged
 from detkd.data.from_config import data_classes as data_classes_of
 from detkd.data.from_config import resolve_source
@@ -111,7 +111,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     if not os.path.isfile(path):
         raise DetkdError(f"{path}: teacher checkpoint not found")
     run = read_checkpoint(path)
-    saved_model = saved_config(run.config, path).model if run.config is not None else teacher_cfg.model
+    saved_model = saved_teacher_config(run.config, path).model if run.config is not None else teacher_cfg.model
     saved_classes = run.classes
     student_classes = resolve_source(cfg.data).classes or saved_classes or []
     check_checkpoint_class_map(cfg.teacher.class_map, student_classes, saved_classes or student_classes)
@@ -124,12 +124,12 @@ def load_teacher(cfg: DistillConfig, num_classes: int) -> FasterRCNN:
     return freeze_teacher(teacher)
 
 
-def saved_config(saved: dict, path: str) -> Config:
+def saved_teacher_config(saved: dict, path: str) -> Config:
     """A checkpoint's config: a training run's, or a distillation run's (a distilled student)."""
-    if any(key in saved for key in DISTILL_SECTIONS):
+    cfg = saved_run_config(saved, path)
+    if isinstance(cfg, DistillConfig):
         log.info("teacher.checkpoint: %s is a distilled student (a detkd distill run's); it is the teacher here", path)
-        return config_from_dict(saved, path, DistillConfig)
-    return config_from_dict(saved, path)
+    return cfg
 
 
 def check_checkpoint_class_map(class_map: dict[str, str] | None, student_classes: Sequence[str],

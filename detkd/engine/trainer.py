@@ -42,7 +42,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from detkd.config import Config, config_from_dict, save_config
+from detkd.config import Config, save_config, saved_run_config
 from detkd.config.presets import resolve_model_config
 from detkd.data.from_config import build_eval_dataset, build_train_dataset, eval_classes
 from detkd.engine import data as D
@@ -198,7 +198,7 @@ class Trainer:
             raise DetkdError(f"{self.last_path}: cannot be resumed: it lacks {', '.join(missing)} (not a last.pt "
                              "written by detkd train or detkd distill); start a new run with --overwrite, or from "
                              "its weights with model.checkpoint")
-        applied = check_resume_config(self.last_path, saved_config(run, type(self.cfg)), dataclasses.asdict(self.cfg))
+        applied = check_resume_config(self.last_path, saved_config(run), dataclasses.asdict(self.cfg))
         self.load_state(run)
         if "train.metric" in applied:
             self.best = {"metric": self.cfg.train.metric, "value": None, "epoch": None}
@@ -431,12 +431,12 @@ RESUME_APPLIES = {
 }
 
 
-def saved_config(run: SavedRun, schema: type) -> dict[str, Any]:
+def saved_config(run: SavedRun) -> dict[str, Any]:
     """A checkpoint's config with the defaults of keys it predates filled in (a key added to detkd
     after the run started is not a change)."""
     raw = run.config or {}
     try:
-        return dataclasses.asdict(config_from_dict(raw, run.path, schema=schema))
+        return dataclasses.asdict(saved_run_config(raw, run.path))
     except DetkdError:
         return raw
 

@@ -36,6 +36,19 @@ def sha256_of(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
+_HASHED: dict[tuple[str, int, int], str] = {}  # (real path, size, mtime in ns) -> SHA-256, this process's
+
+
+def checked_sha256(path: str | os.PathLike[str]) -> str:
+    """:func:`sha256_of`, read once per process while the file's size and modification time stay
+    the same (a demo loads the teacher in several steps); a file written since is read again."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHED:
+        _HASHED[key] = sha256_of(path)
+    return _HASHED[key]
+
+
 def verified_sidecar(folder: str | os.PathLike[str]) -> dict[str, Any]:
     """The sidecar of the bundled teacher in ``folder``, read, with the weights' checksum verified.
 
@@ -56,7 +69,7 @@ def verified_sidecar(folder: str | os.PathLike[str]) -> dict[str, Any]:
         raise DetkdError(f"{sidecar_path}: the sidecar lacks {', '.join(missing)}; {REBUILD}")
     if not weights.is_file():
         raise DetkdError(f"{weights}: the bundled teacher's weights are missing; {REBUILD}")
-    found = sha256_of(weights)
+    found = checked_sha256(weights)
     if found != sidecar["sha256"]:
         raise DetkdError(f"{weights}: SHA-256 {found[:12]}... differs from {sidecar['sha256'][:12]}... in {sidecar_path}: "
                          f"the file is damaged or was replaced; {REBUILD}")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from detkd.config import (
-    Config, DataSection, DistillConfig, ModelSection, config_from_dict, config_to_dict, load_config, opt, save_config,
+    Config, DataSection, DistillConfig, ModelSection, config_from_dict, config_to_dict, is_distill_config,
+    load_any_config, load_config, opt, save_config, saved_run_config,
 )
 from detkd.errors import DetkdError
 from detkd.config.presets import resolve_model_config
@@ -178,6 +179,15 @@ def test_a_distillation_config_where_a_training_config_belongs_says_so() -> None
     message = error_of(REPO / "configs" / "synth" / "distill_small.yaml")
     assert re.search(r"unknown key '(teacher|student|distill)': this is a distillation config", message), message
     assert "`detkd distill` runs it" in message
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIG_FILES if p.parent.name != "_base_"],  # not fragments
+                         ids=lambda p: str(p.relative_to(REPO)))
+def test_a_file_and_its_runs_checkpoint_are_read_with_the_same_schema(path: Path) -> None:
+    cfg = load_any_config(path)
+    assert isinstance(cfg, DistillConfig) == is_distill_config(path) == ("distill" in path.name)
+    saved = saved_run_config(config_to_dict(cfg), "last.pt")  # what a checkpoint of its run holds
+    assert type(saved) is type(cfg) and saved == cfg
 
 
 def test_every_range_is_documented() -> None:

@@ -63,3 +63,16 @@ def test_other_files_are_not_checked(copy: Path, tmp_path: Path) -> None:
     for path in (renamed, alone):
         assert assets.bundled_folder(path) is None
         assets.check_if_bundled(path)
+
+
+def test_the_weights_are_hashed_once_per_process_until_they_change(copy: Path, monkeypatch) -> None:
+    hashed, sha256_of = [], assets.sha256_of
+    monkeypatch.setattr(assets, "sha256_of", lambda path: hashed.append(path) or sha256_of(path))
+    weights = copy / assets.TEACHER_FILE
+    for _ in range(3):  # a demo reads the teacher to score, distil (twice), time and diagnose it
+        read_checkpoint(weights)
+    assert len(hashed) == 1
+    flip_a_byte(weights)
+    with pytest.raises(DetkdError, match="damaged or was replaced"):
+        read_checkpoint(weights)
+    assert len(hashed) == 2
