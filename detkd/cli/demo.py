@@ -15,7 +15,7 @@ SHA-256 before use: as in real use, the teacher is given), train two baseline st
 smaller architecture, `student_small`; the teacher's architecture at half the input resolution,
 `student_lowres`), distil both from the teacher, evaluate all five on the test split, time them
 together (`detkd bench`, interleaved rounds), run `detkd doctor` on the distilled students and
-write a report. Under 10 minutes on 2 CPU cores for the embedded dataset (see the README).
+write a report. The README gives its wall time on 2 CPU cores for the embedded dataset.
 
 the teacher:
   default          the bundled teacher when the folder's teacher.yaml is the model it was
