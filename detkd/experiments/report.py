@@ -227,16 +227,23 @@ def transfer_set(run_dir: str) -> str | None:
 
 def starts_from(run_dir: str) -> str:
     """Where the run in ``run_dir`` started, from its ``config.yaml``: the teacher's weights
-    (``student.init: teacher``), ``model.checkpoint``'s file name, ``model.weights``, or "random
-    weights"; "-" for a model scored, not trained, here."""
+    (``student.init: teacher``), the teacher's tensors that fit (``student.init: inherit``),
+    ``model.checkpoint``'s file name (all of it, or the tensors that fit:
+    ``model.checkpoint_matching``), ``model.weights``, or "random weights"; "-" for a model
+    scored, not trained, here."""
     cfg = run_config(run_dir)
     if cfg is None:
         return "-"
     model = cfg.get("model", {})
-    if (cfg.get("student") or {}).get("init") == "teacher":
-        return f"the teacher's weights (`{os.path.basename((cfg.get('teacher') or {}).get('checkpoint', ''))}`)"
+    init = (cfg.get("student") or {}).get("init")
+    teacher = os.path.basename((cfg.get("teacher") or {}).get("checkpoint") or "")
+    if init == "teacher":
+        return f"the teacher's weights (`{teacher}`)"
+    if init == "inherit":
+        return f"the teacher's tensors that fit (`{teacher}`), the rest random"
     if model.get("checkpoint"):
-        return f"`{os.path.basename(model['checkpoint'])}`"
+        fitting = " (the tensors that fit, the rest random)" if model.get("checkpoint_matching") else ""
+        return f"`{os.path.basename(model['checkpoint'])}`{fitting}"
     return f"`{model['weights']}`" if model.get("weights") else "random weights"
 
 
