@@ -30,7 +30,7 @@ detkd: make object detectors small and fast by knowledge distillation
 (Chen et al., NeurIPS 2017) on torchvision Faster R-CNN.
 
 Start with `detkd demo`: a teacher, two students and their distilled versions
-on the embedded dataset, compared in a report (about 10 minutes on 2 CPU cores).
+on the embedded dataset, compared in a report (about 20 minutes on 2 CPU cores; README).
 `detkd init DATA_ROOT --format voc` writes the configs of a distillation study
 on your data (`detkd configs` lists detkd's own, usable by name from any folder).
 Then `detkd train` / `detkd distill` / `detkd eval` your own configs,
